@@ -1,0 +1,90 @@
+// The page path: request/reply messages over a libfabric reliable-datagram
+// (FI_EP_RDM) endpoint with tagged messaging. One code path serves every
+// provider: "tcp" (tcp;ofi_rxm), "shm" (same host) and "verbs"
+// (verbs;ofi_rxm over rdma-core on RDMA NICs).
+//
+// Endpoint addresses are opaque bytes exchanged over the control plane:
+// a client creates its endpoint, sends local_address() to the server in a
+// control hello, the server answers add_peer()'s handle and its own
+// address, and the client calls connect(). Replies are matched to requests
+// by tag, so many calls may be in flight from many threads at once.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <vmpod/base/result.h>
+
+namespace vmpod::net {
+
+enum class FabricProvider { kTcp, kShm, kVerbs };
+
+Result<FabricProvider> parse_fabric_provider(std::string_view name);  // "tcp", "shm", "verbs"
+std::string_view fabric_provider_name(FabricProvider provider);
+
+struct FabricConfig {
+  FabricProvider provider = FabricProvider::kTcp;
+  // The interface address the tcp/verbs provider binds (never the machine's
+  // eth0 in tests: 127.0.0.1 or a test namespace's veth address).
+  std::string node = "127.0.0.1";
+  // Largest request or reply body carried; bigger ones are refused.
+  size_t max_message = (1u << 20) + 4096;
+};
+
+// Server side. The handler runs on the endpoint's progress thread: it reads
+// the request and writes at most reply.size() bytes of reply, returning how
+// many. Handlers must not block.
+class FabricServer {
+ public:
+  using Handler = std::function<size_t(uint64_t peer, std::span<const std::byte> request,
+                                       std::span<std::byte> reply)>;
+
+  static Result<std::unique_ptr<FabricServer>> start(const FabricConfig& config, Handler handler);
+  ~FabricServer();  // stops the progress thread, closes the endpoint
+
+  std::string local_address() const;
+  // Makes a client's endpoint reachable; the handle goes back to the client
+  // and arrives with each of its requests as `peer`.
+  Result<uint64_t> add_peer(std::string_view peer_address);
+  void remove_peer(uint64_t peer);
+
+ private:
+  struct Impl;
+  explicit FabricServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class FabricClient {
+ public:
+  static Result<std::unique_ptr<FabricClient>> create(const FabricConfig& config);
+  ~FabricClient();  // fails every call in flight with kUnavailable, then closes
+
+  std::string local_address() const;
+  Status connect(std::string_view server_address, uint64_t handle);
+
+  // Sends the request (gathered from iov) and waits for its reply, written
+  // into `reply`; returns the reply's length. Thread-safe. kUnavailable on
+  // timeout, after shutdown(), or on a transport error; the reply buffer is
+  // never written after call() has returned.
+  Result<size_t> call(std::span<const iovec> request, std::span<std::byte> reply,
+                      std::chrono::milliseconds timeout);
+
+  // Fails every call in flight and every later one with kUnavailable (a lost
+  // pod): nobody waits out a timeout for a peer known to be gone.
+  void shutdown(std::string reason);
+
+ private:
+  struct Impl;
+  explicit FabricClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vmpod::net
