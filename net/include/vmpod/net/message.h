@@ -14,6 +14,11 @@ namespace vmpod::net {
 
 struct MessageDeleter {
   void operator()(ProtobufCMessage* message) const;
+  // Every generated message struct begins with its ProtobufCMessage base.
+  template <class T>
+  void operator()(T* message) const {
+    (*this)(reinterpret_cast<ProtobufCMessage*>(message));
+  }
 };
 
 // An unpacked message of type T (a protobuf-c generated struct).

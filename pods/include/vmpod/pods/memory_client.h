@@ -1,0 +1,93 @@
+// A client of one memory pod: regions over its control socket, pages over
+// the fabric. Used by podfs (the page path) and the vmm (placement, stats).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <vmpod/base/result.h>
+#include <vmpod/net/fabric.h>
+#include <vmpod/net/socket.h>
+#include <vmpod/pods/page_protocol.h>
+
+namespace vmpod::pods {
+
+struct RegionHandle {
+  uint64_t id = 0;
+  RegionToken token{};
+};
+
+struct MemoryPodStats {
+  std::string pod_id;
+  uint64_t capacity_pages = 0;
+  uint64_t pages_held = 0;
+  uint64_t regions = 0;
+  uint64_t reads = 0;
+  uint64_t writes = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+  uint64_t refused = 0;
+  std::vector<uint64_t> read_latency;   // LatencyHistogram buckets
+  std::vector<uint64_t> write_latency;
+};
+
+class MemoryPodClient {
+ public:
+  struct Options {
+    net::FabricConfig fabric;
+    std::chrono::milliseconds connect_timeout{5000};
+    std::chrono::milliseconds io_timeout{10000};
+    // A pod that does not answer a heartbeat for this long is lost.
+    std::chrono::milliseconds heartbeat_interval{1000};
+  };
+
+  static Result<std::unique_ptr<MemoryPodClient>> connect(const net::SocketAddress& control,
+                                                          const Options& options);
+  ~MemoryPodClient();
+
+  const std::string& pod_id() const { return pod_id_; }
+  const net::SocketAddress& control_address() const { return control_address_; }
+
+  Result<RegionHandle> create_region(uint64_t size, const std::string& owner);
+  Status resize_region(const RegionHandle& region, uint64_t size);
+  Status delete_region(const RegionHandle& region);
+  Result<MemoryPodStats> stats();
+
+  // Page I/O over the fabric; offset and length in bytes, at most kMaxPageIo.
+  Status read(const RegionHandle& region, uint64_t offset, std::span<std::byte> out);
+  Status write(const RegionHandle& region, uint64_t offset, std::span<const std::byte> data);
+  Status discard(const RegionHandle& region, uint64_t offset, uint64_t length);
+
+  // False once the pod is lost (control connection closed or heartbeat
+  // missed); every later call then fails at once with kUnavailable.
+  bool alive() const { return !lost_.load(); }
+  std::string lost_reason() const;
+
+ private:
+  MemoryPodClient() = default;
+  Status page_call(PageOp op, const RegionHandle& region, uint64_t offset, uint32_t length,
+                   std::span<const std::byte> data, std::span<std::byte> out);
+  Status check_alive() const;
+  void watch();
+  void mark_lost(std::string reason);
+
+  Options options_;
+  net::SocketAddress control_address_;
+  std::string pod_id_;
+  std::unique_ptr<net::RpcClient> control_;
+  std::unique_ptr<net::FabricClient> fabric_;
+  std::atomic<bool> lost_{false};
+  std::atomic<bool> stopping_{false};
+  mutable std::mutex lost_mutex_;
+  std::string lost_reason_;
+  std::thread watcher_;
+};
+
+}  // namespace vmpod::pods

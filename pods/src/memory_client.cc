@@ -1,0 +1,236 @@
+#include <vmpod/pods/memory_client.h>
+
+#include <poll.h>
+
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include <vmpod/pods/rpc.h>
+
+#include "memory.pb-c.h"
+
+namespace vmpod::pods {
+
+namespace {
+
+ProtobufCBinaryData binary(const void* data, size_t size) {
+  return ProtobufCBinaryData{size, static_cast<uint8_t*>(const_cast<void*>(data))};
+}
+
+std::string_view as_view(const ProtobufCBinaryData& data) {
+  return {reinterpret_cast<const char*>(data.data), data.len};
+}
+
+Vmpod__Pods__RegionRef region_ref(const RegionHandle& region) {
+  Vmpod__Pods__RegionRef ref = VMPOD__PODS__REGION_REF__INIT;
+  ref.region_id = region.id;
+  ref.token = binary(region.token.data(), region.token.size());
+  return ref;
+}
+
+std::vector<uint64_t> histogram(const Vmpod__Pods__LatencyHistogram* h) {
+  if (h == nullptr) return {};
+  return std::vector<uint64_t>(h->buckets, h->buckets + h->n_buckets);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<MemoryPodClient>> MemoryPodClient::connect(const net::SocketAddress& control,
+                                                                  const Options& options) {
+  std::unique_ptr<MemoryPodClient> client(new MemoryPodClient());
+  client->options_ = options;
+  client->control_address_ = control;
+  auto rpc = net::RpcClient::connect(control, options.connect_timeout);
+  if (!rpc) return fail(rpc.error().context("memory pod " + control.to_string()));
+  client->control_ = std::move(*rpc);
+
+  auto fabric = net::FabricClient::create(options.fabric);
+  if (!fabric) return fail(fabric.error().context("memory pod " + control.to_string()));
+  client->fabric_ = std::move(*fabric);
+
+  std::string local = client->fabric_->local_address();
+  Vmpod__Pods__MemHelloRequest hello = VMPOD__PODS__MEM_HELLO_REQUEST__INIT;
+  hello.fabric_address = binary(local.data(), local.size());
+  auto reply = rpc_call<Vmpod__Pods__MemHelloReply>(
+      *client->control_, MessageType::kMemHello, hello.base,
+      vmpod__pods__mem_hello_reply__descriptor, options.connect_timeout);
+  if (!reply) return fail(reply.error().context("memory pod " + control.to_string()));
+  if (std::string_view((*reply)->provider) != net::fabric_provider_name(options.fabric.provider)) {
+    return fail(ErrorCode::kInvalidArgument,
+                "memory pod " + control.to_string() + " serves fabric provider " +
+                    (*reply)->provider + ", not " +
+                    std::string(net::fabric_provider_name(options.fabric.provider)));
+  }
+  auto connected = client->fabric_->connect(as_view((*reply)->fabric_address), (*reply)->handle);
+  if (!connected) return fail(connected.error().context("memory pod " + control.to_string()));
+  client->pod_id_ = (*reply)->pod_id;
+  client->watcher_ = std::thread([raw = client.get()] { raw->watch(); });
+  return client;
+}
+
+MemoryPodClient::~MemoryPodClient() {
+  stopping_ = true;
+  if (watcher_.joinable()) watcher_.join();
+  if (fabric_) fabric_->shutdown("client closed");
+}
+
+Status MemoryPodClient::check_alive() const {
+  if (lost_) return fail(ErrorCode::kUnavailable, "lost: " + lost_reason());
+  return {};
+}
+
+std::string MemoryPodClient::lost_reason() const {
+  std::lock_guard lock(lost_mutex_);
+  return lost_reason_;
+}
+
+void MemoryPodClient::mark_lost(std::string reason) {
+  {
+    std::lock_guard lock(lost_mutex_);
+    if (lost_) return;
+    lost_reason_ = reason;
+    lost_ = true;
+  }
+  spdlog::error("memory pod {} ({}) lost: {}", pod_id_, control_address_.to_string(), reason);
+  fabric_->shutdown("memory pod " + pod_id_ + " lost: " + reason);
+}
+
+// A dead pod process closes its control socket at once; a hung one stops
+// answering heartbeats. Either way podfs must fail fast, not hang QEMU.
+void MemoryPodClient::watch() {
+  auto next_heartbeat = std::chrono::steady_clock::now() + options_.heartbeat_interval;
+  while (!stopping_ && !lost_) {
+    pollfd pfd{control_->fd(), POLLRDHUP, 0};
+    int ready = ::poll(&pfd, 1, 100);
+    if (ready > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))) {
+      mark_lost("control connection closed");
+      return;
+    }
+    if (std::chrono::steady_clock::now() < next_heartbeat) continue;
+    Vmpod__Pods__Empty ping = VMPOD__PODS__EMPTY__INIT;
+    auto pong = rpc_call<Vmpod__Pods__Empty>(*control_, MessageType::kMemPing, ping.base,
+                                             vmpod__pods__empty__descriptor,
+                                             options_.heartbeat_interval * 3);
+    if (!pong) {
+      mark_lost(pong.error().message());
+      return;
+    }
+    next_heartbeat = std::chrono::steady_clock::now() + options_.heartbeat_interval;
+  }
+}
+
+Result<RegionHandle> MemoryPodClient::create_region(uint64_t size, const std::string& owner) {
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
+  Vmpod__Pods__CreateRegionRequest request = VMPOD__PODS__CREATE_REGION_REQUEST__INIT;
+  request.size = size;
+  request.owner = const_cast<char*>(owner.c_str());
+  auto reply = rpc_call<Vmpod__Pods__CreateRegionReply>(
+      *control_, MessageType::kMemCreateRegion, request.base,
+      vmpod__pods__create_region_reply__descriptor, options_.io_timeout);
+  if (!reply) return fail(reply.error());
+  const Vmpod__Pods__RegionRef* ref = (*reply)->region;
+  RegionHandle handle;
+  if (ref == nullptr || ref->token.len != handle.token.size()) {
+    return fail(ErrorCode::kInternal, "memory pod " + pod_id_ + " sent a malformed region");
+  }
+  handle.id = ref->region_id;
+  std::memcpy(handle.token.data(), ref->token.data, handle.token.size());
+  return handle;
+}
+
+Status MemoryPodClient::resize_region(const RegionHandle& region, uint64_t size) {
+  Vmpod__Pods__RegionRef ref = region_ref(region);
+  Vmpod__Pods__ResizeRegionRequest request = VMPOD__PODS__RESIZE_REGION_REQUEST__INIT;
+  request.region = &ref;
+  request.size = size;
+  auto reply = rpc_call<Vmpod__Pods__Empty>(*control_, MessageType::kMemResizeRegion, request.base,
+                                            vmpod__pods__empty__descriptor, options_.io_timeout);
+  if (!reply) return fail(reply.error());
+  return {};
+}
+
+Status MemoryPodClient::delete_region(const RegionHandle& region) {
+  Vmpod__Pods__RegionRef ref = region_ref(region);
+  Vmpod__Pods__DeleteRegionRequest request = VMPOD__PODS__DELETE_REGION_REQUEST__INIT;
+  request.region = &ref;
+  auto reply = rpc_call<Vmpod__Pods__Empty>(*control_, MessageType::kMemDeleteRegion, request.base,
+                                            vmpod__pods__empty__descriptor, options_.io_timeout);
+  if (!reply) return fail(reply.error());
+  return {};
+}
+
+Result<MemoryPodStats> MemoryPodClient::stats() {
+  Vmpod__Pods__Empty request = VMPOD__PODS__EMPTY__INIT;
+  auto reply = rpc_call<Vmpod__Pods__MemStatsReply>(*control_, MessageType::kMemStats,
+                                                    request.base,
+                                                    vmpod__pods__mem_stats_reply__descriptor,
+                                                    options_.io_timeout);
+  if (!reply) return fail(reply.error());
+  const auto& r = **reply;
+  MemoryPodStats stats;
+  stats.pod_id = r.pod_id;
+  stats.capacity_pages = r.capacity_pages;
+  stats.pages_held = r.pages_held;
+  stats.regions = r.regions;
+  stats.reads = r.reads;
+  stats.writes = r.writes;
+  stats.bytes_read = r.bytes_read;
+  stats.bytes_written = r.bytes_written;
+  stats.refused = r.refused;
+  stats.read_latency = histogram(r.read_latency);
+  stats.write_latency = histogram(r.write_latency);
+  return stats;
+}
+
+Status MemoryPodClient::page_call(PageOp op, const RegionHandle& region, uint64_t offset,
+                                  uint32_t length, std::span<const std::byte> data,
+                                  std::span<std::byte> out) {
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
+  if (op != PageOp::kDiscard && length > kMaxPageIo) {
+    return fail(ErrorCode::kInvalidArgument, "page i/o of " + std::to_string(length) + " bytes exceeds the limit");
+  }
+  PageRequest request{};
+  request.op = static_cast<uint8_t>(op);
+  request.length = length;
+  request.region_id = region.id;
+  request.offset = offset;
+  request.token = region.token;
+  iovec iov[2] = {{&request, sizeof(request)},
+                  {const_cast<std::byte*>(data.data()), data.size()}};
+  // The reply header and the data land in one buffer; reads copy out of it.
+  // A thread-local buffer keeps the 1 MiB reads free of allocation.
+  thread_local std::vector<std::byte> reply_buffer;
+  reply_buffer.resize(sizeof(PageReply) + out.size());
+  auto got = fabric_->call(std::span<const iovec>(iov, data.empty() ? 1 : 2), reply_buffer,
+                           options_.io_timeout);
+  if (!got) {
+    if (got.error().code() == ErrorCode::kUnavailable && !lost_) mark_lost(got.error().message());
+    return fail(got.error().context("memory pod " + pod_id_));
+  }
+  PageReply reply;
+  if (*got < sizeof(reply)) return fail(ErrorCode::kInternal, "memory pod " + pod_id_ + ": short page reply");
+  std::memcpy(&reply, reply_buffer.data(), sizeof(reply));
+  VMPOD_TRY_CTX(decode_status(reply.status, "page request"), "memory pod " + pod_id_);
+  if (reply.length != out.size() || *got != sizeof(reply) + out.size()) {
+    return fail(ErrorCode::kInternal, "memory pod " + pod_id_ + ": page reply of wrong length");
+  }
+  std::memcpy(out.data(), reply_buffer.data() + sizeof(reply), out.size());
+  return {};
+}
+
+Status MemoryPodClient::read(const RegionHandle& region, uint64_t offset, std::span<std::byte> out) {
+  return page_call(PageOp::kRead, region, offset, static_cast<uint32_t>(out.size()), {}, out);
+}
+
+Status MemoryPodClient::write(const RegionHandle& region, uint64_t offset,
+                              std::span<const std::byte> data) {
+  return page_call(PageOp::kWrite, region, offset, static_cast<uint32_t>(data.size()), data, {});
+}
+
+Status MemoryPodClient::discard(const RegionHandle& region, uint64_t offset, uint64_t length) {
+  if (length > UINT32_MAX) return fail(ErrorCode::kInvalidArgument, "discard range too large");
+  return page_call(PageOp::kDiscard, region, offset, static_cast<uint32_t>(length), {}, {});
+}
+
+}  // namespace vmpod::pods

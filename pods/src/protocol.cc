@@ -1,0 +1,27 @@
+#include <vmpod/pods/protocol.h>
+
+namespace vmpod::pods {
+
+std::string_view message_type_name(uint16_t type) {
+  switch (static_cast<MessageType>(type)) {
+    case MessageType::kMemHello: return "mem-hello";
+    case MessageType::kMemCreateRegion: return "mem-create-region";
+    case MessageType::kMemResizeRegion: return "mem-resize-region";
+    case MessageType::kMemDeleteRegion: return "mem-delete-region";
+    case MessageType::kMemStats: return "mem-stats";
+    case MessageType::kMemPing: return "mem-ping";
+    case MessageType::kCpuStatus: return "cpu-status";
+    case MessageType::kCpuLaunch: return "cpu-launch";
+    case MessageType::kCpuStop: return "cpu-stop";
+    case MessageType::kCpuDropCache: return "cpu-drop-cache";
+    case MessageType::kCpuStats: return "cpu-stats";
+    case MessageType::kVmmRegisterPod: return "vmm-register-pod";
+    case MessageType::kVmmCreateVm: return "vmm-create-vm";
+    case MessageType::kVmmStopVm: return "vmm-stop-vm";
+    case MessageType::kVmmListVms: return "vmm-list-vms";
+    case MessageType::kVmmListPods: return "vmm-list-pods";
+  }
+  return "unknown";
+}
+
+}  // namespace vmpod::pods
