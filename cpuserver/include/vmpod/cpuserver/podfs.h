@@ -1,0 +1,74 @@
+// podfs: a FUSE filesystem whose regular files are regions striped over
+// memory pods. QEMU maps a podfs file as guest RAM; the kernel's page cache
+// is the compute pod's cache, filled by READ and written back by WRITE.
+//
+// Never map a podfs file inside the process that serves it: munmap of a
+// dirty mapping waits for WRITEs that this process's own workers must
+// answer (see shared/FACTS.md).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <vmpod/base/result.h>
+#include <vmpod/net/fabric.h>
+#include <vmpod/net/socket.h>
+#include <vmpod/pods/memory_client.h>
+
+namespace vmpod::cpuserver {
+
+struct PodfsConfig {
+  std::string mountpoint;
+  std::vector<net::SocketAddress> memory_pods;  // every file is striped over all of them
+  net::FabricConfig fabric;
+  uint64_t stripe_bytes = 1u << 20;
+  uint64_t local_cache_bytes = 0;  // 0: the host may cache all of it
+  bool allow_other = false;        // needed when QEMU runs as another user (libvirt)
+  std::string owner = "podfs";     // recorded with every region it creates
+  unsigned max_threads = 32;
+};
+
+struct PodfsStats {
+  uint64_t files = 0;
+  uint64_t reads = 0;           // READ requests served (page-ins)
+  uint64_t bytes_read = 0;
+  uint64_t writes = 0;          // WRITE requests served (write-backs)
+  uint64_t bytes_written = 0;
+  uint64_t zero_reads = 0;      // READs answered without the network
+  uint64_t evictions = 0;       // chunks dropped to stay under the limit
+  uint64_t bytes_evicted = 0;
+  uint64_t cached_bytes = 0;    // fetched and not yet dropped
+  uint64_t cache_limit = 0;
+  uint64_t io_errors = 0;
+  std::vector<uint64_t> read_latency;  // LatencyHistogram buckets
+  std::vector<uint64_t> write_latency;
+};
+
+class Podfs {
+ public:
+  // Connects to every memory pod, mounts, and serves on its own threads.
+  static Result<std::unique_ptr<Podfs>> mount(const PodfsConfig& config);
+  // Unmounts (lazily, if a file is still in use) and deletes the regions of
+  // every file still present.
+  ~Podfs();
+
+  const std::string& mountpoint() const;
+
+  // Writes back every dirty cached page and drops every cached page of
+  // every file, so the memory pods hold the only copy.
+  Status drop_cache();
+  PodfsStats stats() const;
+  Result<std::vector<pods::MemoryPodStats>> memory_pod_stats() const;
+  // Set once a memory pod is lost: the reason, for the vmm to report.
+  std::optional<std::string> failure() const;
+
+ private:
+  struct Impl;
+  explicit Podfs(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vmpod::cpuserver

@@ -1,0 +1,846 @@
+#include <vmpod/cpuserver/podfs.h>
+
+#include <fuse3/fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+
+#include <vmpod/base/histogram.h>
+#include <vmpod/cpuserver/podfs_cache.h>
+#include <vmpod/cpuserver/stripe_layout.h>
+
+namespace vmpod::cpuserver {
+
+namespace {
+
+using pods::kPageSize;
+
+constexpr double kAttrTimeout = 1.0;
+constexpr unsigned kMaxIo = 1u << 20;
+
+timespec now() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts;
+}
+
+// Which pages of a file were ever written through this podfs: a READ of
+// pages no one wrote is answered with zeros without touching the network.
+class WrittenMap {
+ public:
+  void mark(uint64_t offset, uint64_t length) {
+    std::unique_lock lock(mutex_);
+    for (uint64_t page = offset / kPageSize; page * kPageSize < offset + length; ++page) {
+      if (page / 64 >= bits_.size()) bits_.resize(page / 64 + 1);
+      bits_[page / 64] |= 1ull << (page % 64);
+    }
+  }
+  // Pages wholly inside the range read as zeros again.
+  void clear(uint64_t offset, uint64_t length) {
+    std::unique_lock lock(mutex_);
+    uint64_t first = (offset + kPageSize - 1) / kPageSize;
+    for (uint64_t page = first; (page + 1) * kPageSize <= offset + length; ++page) {
+      if (page / 64 < bits_.size()) bits_[page / 64] &= ~(1ull << (page % 64));
+    }
+  }
+  bool any(uint64_t offset, uint64_t length) const {
+    std::shared_lock lock(mutex_);
+    for (uint64_t page = offset / kPageSize; page * kPageSize < offset + length; ++page) {
+      if (page / 64 >= bits_.size()) return false;
+      if (bits_[page / 64] == 0) {
+        page |= 63;  // skip the rest of an empty word
+        continue;
+      }
+      if (bits_[page / 64] & (1ull << (page % 64))) return true;
+    }
+    return false;
+  }
+
+ private:
+  mutable std::shared_mutex mutex_;
+  std::vector<uint64_t> bits_;
+};
+
+struct FileData {
+  std::vector<pods::RegionHandle> regions;  // one per memory pod
+  WrittenMap written;
+};
+
+struct Node {
+  fuse_ino_t ino = 0;
+  fuse_ino_t parent = 0;
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  nlink_t nlink = 1;
+  uint64_t size = 0;
+  timespec atime{}, mtime{}, ctime{};
+  std::map<std::string, fuse_ino_t> children;
+  uint64_t lookups = 0;
+  uint64_t opens = 0;
+  std::shared_ptr<FileData> data;  // regular files only
+
+  bool is_dir() const { return S_ISDIR(mode); }
+};
+
+}  // namespace
+
+struct Podfs::Impl {
+  PodfsConfig config;
+  StripeLayout layout;
+  std::vector<std::unique_ptr<pods::MemoryPodClient>> pods;
+  PodfsCache cache;
+
+  mutable std::mutex mutex;  // the namespace: nodes and their attributes
+  std::unordered_map<fuse_ino_t, std::unique_ptr<Node>> nodes;
+  fuse_ino_t next_ino = FUSE_ROOT_ID + 1;
+
+  fuse_session* session = nullptr;
+  std::thread loop;
+  dev_t device = 0;
+
+  std::mutex evict_mutex;
+  std::condition_variable evict_wake;
+  bool stopping = false;
+  std::thread evictor;
+
+  std::atomic<uint64_t> reads{0}, bytes_read{0}, writes{0}, bytes_written{0}, zero_reads{0},
+      evictions{0}, bytes_evicted{0}, io_errors{0};
+  LatencyHistogram read_latency, write_latency;
+
+  Impl(const PodfsConfig& c, StripeLayout l) : config(c), layout(l), cache(c.local_cache_bytes) {}
+
+  static Impl* of(fuse_req_t req) { return static_cast<Impl*>(fuse_req_userdata(req)); }
+
+  Node* find(fuse_ino_t ino) {
+    auto it = nodes.find(ino);
+    return it == nodes.end() ? nullptr : it->second.get();
+  }
+
+  struct stat attr_of(const Node& node) const {
+    struct stat st {};
+    st.st_ino = node.ino;
+    st.st_mode = node.mode;
+    st.st_nlink = node.nlink;
+    st.st_uid = node.uid;
+    st.st_gid = node.gid;
+    st.st_size = static_cast<off_t>(node.size);
+    st.st_blksize = 4096;
+    st.st_blocks = static_cast<blkcnt_t>((node.size + 511) / 512);
+    st.st_atim = node.atime;
+    st.st_mtim = node.mtime;
+    st.st_ctim = node.ctime;
+    return st;
+  }
+
+  fuse_entry_param entry_of(Node& node) {
+    ++node.lookups;
+    fuse_entry_param e{};
+    e.ino = node.ino;
+    e.attr = attr_of(node);
+    e.attr_timeout = kAttrTimeout;
+    e.entry_timeout = kAttrTimeout;
+    return e;
+  }
+
+  Node& add_node(fuse_ino_t parent, mode_t mode, const fuse_ctx* ctx) {
+    auto node = std::make_unique<Node>();
+    node->ino = next_ino++;
+    node->parent = parent;
+    node->mode = mode;
+    node->uid = ctx->uid;
+    node->gid = ctx->gid;
+    node->nlink = S_ISDIR(mode) ? 2 : 1;
+    node->atime = node->mtime = node->ctime = now();
+    Node& ref = *node;
+    nodes.emplace(ref.ino, std::move(node));
+    return ref;
+  }
+
+  Result<std::shared_ptr<FileData>> create_regions() {
+    auto data = std::make_shared<FileData>();
+    for (auto& pod : pods) {
+      auto region = pod->create_region(0, config.owner);
+      if (!region) {
+        delete_regions(*data);
+        return fail(region.error());
+      }
+      data->regions.push_back(*region);
+    }
+    return data;
+  }
+
+  void delete_regions(const FileData& data) {
+    for (size_t i = 0; i < data.regions.size(); ++i) {
+      auto deleted = pods[i]->delete_region(data.regions[i]);
+      if (!deleted) spdlog::warn("podfs: region {} not deleted: {}", data.regions[i].id, deleted.error().to_string());
+    }
+  }
+
+  Status resize(FileData& data, uint64_t old_size, uint64_t size) {
+    for (size_t i = 0; i < pods.size(); ++i) {
+      uint64_t pod_size = layout.pod_region_size(i, size);
+      if (pod_size == layout.pod_region_size(i, old_size)) continue;
+      VMPOD_TRY_CTX(pods[i]->resize_region(data.regions[i], pod_size), "resize");
+    }
+    if (size < old_size) data.written.clear(size, old_size - size);
+    return {};
+  }
+
+  // A node with no name, no open file and no kernel reference is gone: its
+  // regions go back to the memory pods.
+  void maybe_release(Node* node, std::unique_lock<std::mutex>& lock) {
+    if (node->nlink > 0 || node->opens > 0 || node->lookups > 0) return;
+    auto data = std::move(node->data);
+    fuse_ino_t ino = node->ino;
+    nodes.erase(ino);
+    if (!data) return;
+    lock.unlock();
+    cache.forget(ino);
+    delete_regions(*data);
+    lock.lock();
+  }
+
+  Status io(bool write, FileData& data, uint64_t offset, std::span<std::byte> buffer) {
+    for (const StripeExtent& e : layout.map(offset, buffer.size())) {
+      auto piece = buffer.subspan(e.file_offset - offset, e.length);
+      if (write) {
+        VMPOD_TRY_CTX(pods[e.pod]->write(data.regions[e.pod], e.pod_offset, piece), "write");
+      } else if (data.written.any(e.file_offset, e.length)) {
+        VMPOD_TRY_CTX(pods[e.pod]->read(data.regions[e.pod], e.pod_offset, piece), "read");
+      } else {
+        std::memset(piece.data(), 0, piece.size());
+      }
+    }
+    if (write) data.written.mark(offset, buffer.size());
+    return {};
+  }
+
+  void evict_loop() {
+    std::unique_lock lock(evict_mutex);
+    while (!stopping) {
+      evict_wake.wait(lock, [&] { return stopping || cache.over_limit(); });
+      if (stopping) break;
+      lock.unlock();
+      // The kernel writes dirty pages of a chunk back (WRITEs served by the
+      // session's workers) before dropping it: never call this from a worker.
+      for (const CacheChunk& chunk : cache.take_evictions()) {
+        int rc = fuse_lowlevel_notify_inval_inode(session, chunk.ino,
+                                                  static_cast<off_t>(chunk.offset),
+                                                  static_cast<off_t>(chunk.length));
+        if (rc != 0 && rc != -ENOENT) spdlog::warn("podfs: evicting chunk failed: {}", strerror(-rc));
+        evictions.fetch_add(1, std::memory_order_relaxed);
+        bytes_evicted.fetch_add(chunk.length, std::memory_order_relaxed);
+      }
+      lock.lock();
+    }
+  }
+
+  void reply_status(fuse_req_t req, const Status& status) {
+    if (status) {
+      fuse_reply_err(req, 0);
+      return;
+    }
+    fuse_reply_err(req, error_code_errno(status.error().code()));
+  }
+
+  // --- FUSE operations -----------------------------------------------------
+
+  static void op_init(void*, fuse_conn_info* conn) {
+    conn->max_write = kMaxIo;
+    conn->max_readahead = kMaxIo;
+    conn->want |= FUSE_CAP_ASYNC_READ;
+    // Opening the guest RAM file must never drop its cache.
+    conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  }
+
+  static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Impl* self = of(req);
+    std::lock_guard lock(self->mutex);
+    Node* dir = self->find(parent);
+    if (dir == nullptr) return (void)fuse_reply_err(req, ENOENT);
+    auto it = dir->children.find(name);
+    if (it == dir->children.end()) return (void)fuse_reply_err(req, ENOENT);
+    fuse_entry_param e = self->entry_of(*self->find(it->second));
+    fuse_reply_entry(req, &e);
+  }
+
+  static void forget_one(Impl* self, fuse_ino_t ino, uint64_t count) {
+    std::unique_lock lock(self->mutex);
+    Node* node = self->find(ino);
+    if (node == nullptr || ino == FUSE_ROOT_ID) return;
+    node->lookups -= std::min(node->lookups, count);
+    self->maybe_release(node, lock);
+  }
+
+  static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+    forget_one(of(req), ino, nlookup);
+    fuse_reply_none(req);
+  }
+
+  static void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+    for (size_t i = 0; i < count; ++i) forget_one(of(req), forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+  }
+
+  static void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+    Impl* self = of(req);
+    std::lock_guard lock(self->mutex);
+    Node* node = self->find(ino);
+    if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+    struct stat st = self->attr_of(*node);
+    fuse_reply_attr(req, &st, kAttrTimeout);
+  }
+
+  static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                         fuse_file_info*) {
+    Impl* self = of(req);
+    std::unique_lock lock(self->mutex);
+    Node* node = self->find(ino);
+    if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+      if (!node->data) return (void)fuse_reply_err(req, node->is_dir() ? EISDIR : EINVAL);
+      uint64_t old_size = node->size;
+      uint64_t size = static_cast<uint64_t>(attr->st_size);
+      auto data = node->data;
+      // Resizing talks to every memory pod; the namespace stays usable.
+      lock.unlock();
+      Status resized = self->resize(*data, old_size, size);
+      lock.lock();
+      if (!resized) {
+        spdlog::warn("podfs: truncate of inode {} to {}: {}", ino, size, resized.error().to_string());
+        return (void)fuse_reply_err(req, error_code_errno(resized.error().code()));
+      }
+      node = self->find(ino);
+      if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+      node->size = size;
+      node->mtime = now();
+    }
+    if (to_set & FUSE_SET_ATTR_MODE) node->mode = (node->mode & S_IFMT) | (attr->st_mode & 07777);
+    if (to_set & FUSE_SET_ATTR_UID) node->uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID) node->gid = attr->st_gid;
+    if (to_set & FUSE_SET_ATTR_ATIME) node->atime = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME) node->mtime = attr->st_mtim;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) node->atime = now();
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) node->mtime = now();
+    node->ctime = now();
+    struct stat st = self->attr_of(*node);
+    fuse_reply_attr(req, &st, kAttrTimeout);
+  }
+
+  // Adds a child named `name` to `parent`; regular files get their regions
+  // before the name is visible, so a failed allocation leaves nothing.
+  static Result<Node*> make_child(Impl* self, fuse_req_t req, fuse_ino_t parent, const char* name,
+                                  mode_t mode) {
+    std::shared_ptr<FileData> data;
+    if (S_ISREG(mode)) {
+      auto created = self->create_regions();
+      if (!created) return fail(created.error());
+      data = *created;
+    } else if (!S_ISDIR(mode)) {
+      return fail(ErrorCode::kPermissionDenied, "podfs holds only files and directories");
+    }
+    std::unique_lock lock(self->mutex);
+    Node* dir = self->find(parent);
+    Status refused;
+    if (dir == nullptr || !dir->is_dir()) refused = fail(ErrorCode::kNotFound, "no such directory");
+    else if (dir->children.count(name)) refused = fail(ErrorCode::kAlreadyExists, "exists");
+    if (!refused) {
+      lock.unlock();
+      if (data) self->delete_regions(*data);
+      return fail(refused.error());
+    }
+    Node& node = self->add_node(parent, mode, fuse_req_ctx(req));
+    node.data = std::move(data);
+    if (S_ISDIR(mode)) ++dir->nlink;
+    if (dir->mode & S_ISGID) node.gid = dir->gid;
+    dir->children.emplace(name, node.ino);
+    dir->mtime = dir->ctime = now();
+    return &node;
+  }
+
+  static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    Impl* self = of(req);
+    auto node = make_child(self, req, parent, name, S_IFDIR | (mode & 07777));
+    if (!node) return (void)fuse_reply_err(req, error_code_errno(node.error().code()));
+    std::lock_guard lock(self->mutex);
+    fuse_entry_param e = self->entry_of(**node);
+    fuse_reply_entry(req, &e);
+  }
+
+  static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
+    Impl* self = of(req);
+    auto node = make_child(self, req, parent, name, mode);
+    if (!node) return (void)fuse_reply_err(req, error_code_errno(node.error().code()));
+    std::lock_guard lock(self->mutex);
+    fuse_entry_param e = self->entry_of(**node);
+    fuse_reply_entry(req, &e);
+  }
+
+  static void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                        fuse_file_info* fi) {
+    Impl* self = of(req);
+    auto node = make_child(self, req, parent, name, S_IFREG | (mode & 07777));
+    if (!node) return (void)fuse_reply_err(req, error_code_errno(node.error().code()));
+    std::lock_guard lock(self->mutex);
+    ++(*node)->opens;
+    fi->keep_cache = 1;
+    fuse_entry_param e = self->entry_of(**node);
+    fuse_reply_create(req, &e, fi);
+  }
+
+  static void remove_child(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir_wanted) {
+    Impl* self = of(req);
+    std::unique_lock lock(self->mutex);
+    Node* dir = self->find(parent);
+    if (dir == nullptr) return (void)fuse_reply_err(req, ENOENT);
+    auto it = dir->children.find(name);
+    if (it == dir->children.end()) return (void)fuse_reply_err(req, ENOENT);
+    Node* node = self->find(it->second);
+    if (node->is_dir() != dir_wanted) return (void)fuse_reply_err(req, dir_wanted ? ENOTDIR : EISDIR);
+    if (dir_wanted && !node->children.empty()) return (void)fuse_reply_err(req, ENOTEMPTY);
+    dir->children.erase(it);
+    dir->mtime = dir->ctime = now();
+    if (dir_wanted) {
+      --dir->nlink;
+      node->nlink = 0;
+    } else {
+      --node->nlink;
+    }
+    node->ctime = now();
+    self->maybe_release(node, lock);
+    fuse_reply_err(req, 0);
+  }
+
+  static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    remove_child(req, parent, name, false);
+  }
+
+  static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    remove_child(req, parent, name, true);
+  }
+
+  static void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+                        const char* newname, unsigned int flags) {
+    Impl* self = of(req);
+    std::unique_lock lock(self->mutex);
+    if (flags != 0) return (void)fuse_reply_err(req, EINVAL);
+    Node* from = self->find(parent);
+    Node* to = self->find(newparent);
+    if (from == nullptr || to == nullptr) return (void)fuse_reply_err(req, ENOENT);
+    auto it = from->children.find(name);
+    if (it == from->children.end()) return (void)fuse_reply_err(req, ENOENT);
+    fuse_ino_t moving = it->second;
+    if (auto existing = to->children.find(newname); existing != to->children.end()) {
+      Node* victim = self->find(existing->second);
+      if (victim->is_dir() && !victim->children.empty()) return (void)fuse_reply_err(req, ENOTEMPTY);
+      to->children.erase(existing);
+      victim->nlink = 0;
+      self->maybe_release(victim, lock);
+      from = self->find(parent);
+      to = self->find(newparent);
+    }
+    from->children.erase(name);
+    to->children.emplace(newname, moving);
+    Node* node = self->find(moving);
+    if (node->is_dir() && from != to) {
+      --from->nlink;
+      ++to->nlink;
+    }
+    node->parent = newparent;
+    from->mtime = to->mtime = node->ctime = now();
+    fuse_reply_err(req, 0);
+  }
+
+  static void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Impl* self = of(req);
+    std::unique_lock lock(self->mutex);
+    Node* node = self->find(ino);
+    if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+    if (node->is_dir()) return (void)fuse_reply_err(req, EISDIR);
+    if ((fi->flags & O_TRUNC) && node->size != 0) {
+      auto data = node->data;
+      uint64_t old_size = node->size;
+      lock.unlock();
+      Status truncated = self->resize(*data, old_size, 0);
+      lock.lock();
+      if (!truncated) return (void)fuse_reply_err(req, error_code_errno(truncated.error().code()));
+      node = self->find(ino);
+      if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+      node->size = 0;
+    }
+    ++node->opens;
+    fi->keep_cache = 1;
+    fuse_reply_open(req, fi);
+  }
+
+  static void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+    Impl* self = of(req);
+    std::unique_lock lock(self->mutex);
+    if (Node* node = self->find(ino)) {
+      if (node->opens > 0) --node->opens;
+      self->maybe_release(node, lock);
+    }
+    fuse_reply_err(req, 0);
+  }
+
+  // The file's data and size, taken under the namespace lock so that I/O
+  // runs without it.
+  std::pair<std::shared_ptr<FileData>, uint64_t> file_of(fuse_ino_t ino) {
+    std::lock_guard lock(mutex);
+    Node* node = find(ino);
+    if (node == nullptr || !node->data) return {nullptr, 0};
+    return {node->data, node->size};
+  }
+
+  static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+    Impl* self = of(req);
+    ScopedLatency timer(self->read_latency);
+    auto [data, file_size] = self->file_of(ino);
+    if (!data) return (void)fuse_reply_err(req, EISDIR);
+    uint64_t offset = static_cast<uint64_t>(off);
+    if (offset >= file_size) return (void)fuse_reply_buf(req, nullptr, 0);
+    size = std::min<uint64_t>({size, file_size - offset, kMaxIo});
+    thread_local std::vector<std::byte> buffer;
+    buffer.resize(size);
+    bool remote = data->written.any(offset, size);
+    Status status = self->io(false, *data, offset, std::span<std::byte>(buffer.data(), size));
+    if (!status) {
+      self->io_errors.fetch_add(1, std::memory_order_relaxed);
+      spdlog::error("podfs: READ inode {} {}+{}: {}", ino, offset, size, status.error().to_string());
+      return (void)fuse_reply_err(req, EIO);
+    }
+    self->reads.fetch_add(1, std::memory_order_relaxed);
+    self->bytes_read.fetch_add(size, std::memory_order_relaxed);
+    if (!remote) self->zero_reads.fetch_add(1, std::memory_order_relaxed);
+    self->cache.fetched(ino, offset, size);
+    if (self->cache.over_limit()) self->evict_wake.notify_one();
+    fuse_reply_buf(req, reinterpret_cast<const char*>(buffer.data()), size);
+  }
+
+  static void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                       fuse_file_info*) {
+    Impl* self = of(req);
+    ScopedLatency timer(self->write_latency);
+    uint64_t offset = static_cast<uint64_t>(off);
+    std::unique_lock lock(self->mutex);
+    Node* node = self->find(ino);
+    if (node == nullptr || !node->data) return (void)fuse_reply_err(req, node ? EISDIR : ENOENT);
+    auto data = node->data;
+    if (offset + size > node->size) {
+      uint64_t old_size = node->size;
+      Status grown = self->resize(*data, old_size, offset + size);
+      if (!grown) return (void)fuse_reply_err(req, error_code_errno(grown.error().code()));
+      node->size = offset + size;
+    }
+    node->mtime = now();
+    lock.unlock();
+    auto bytes = std::span<std::byte>(reinterpret_cast<std::byte*>(const_cast<char*>(buf)), size);
+    Status status = self->io(true, *data, offset, bytes);
+    if (!status) {
+      self->io_errors.fetch_add(1, std::memory_order_relaxed);
+      spdlog::error("podfs: WRITE inode {} {}+{}: {}", ino, offset, size, status.error().to_string());
+      return (void)fuse_reply_err(req, error_code_errno(status.error().code()));
+    }
+    self->writes.fetch_add(1, std::memory_order_relaxed);
+    self->bytes_written.fetch_add(size, std::memory_order_relaxed);
+    fuse_reply_write(req, size);
+  }
+
+  // Writes reach the memory pods before WRITE is answered: nothing to flush.
+  static void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+  static void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+  static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t length,
+                           fuse_file_info*) {
+    Impl* self = of(req);
+    uint64_t offset = static_cast<uint64_t>(off);
+    uint64_t len = static_cast<uint64_t>(length);
+    std::unique_lock lock(self->mutex);
+    Node* node = self->find(ino);
+    if (node == nullptr || !node->data) return (void)fuse_reply_err(req, node ? EISDIR : ENOENT);
+    auto data = node->data;
+    if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+      uint64_t end = std::min(offset + len, node->size);
+      lock.unlock();
+      if (offset >= end) return (void)fuse_reply_err(req, 0);
+      // Pages no longer written read as zeros locally; the pods drop theirs.
+      data->written.clear(offset, end - offset);
+      Status status;
+      for (const StripeExtent& e : self->layout.map(offset, end - offset)) {
+        status = self->pods[e.pod]->discard(data->regions[e.pod], e.pod_offset, e.length);
+        if (!status) break;
+      }
+      return self->reply_status(req, status);
+    }
+    if (mode & ~FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, EOPNOTSUPP);
+    // Plain fallocate: space comes from the pods on first write, so only
+    // the size changes (KEEP_SIZE makes it a no-op).
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + len > node->size) {
+      Status grown = self->resize(*data, node->size, offset + len);
+      if (!grown) return (void)fuse_reply_err(req, error_code_errno(grown.error().code()));
+      node->size = offset + len;
+      node->mtime = node->ctime = now();
+    }
+    fuse_reply_err(req, 0);
+  }
+
+  static void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Impl* self = of(req);
+    std::lock_guard lock(self->mutex);
+    Node* node = self->find(ino);
+    if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+    if (!node->is_dir()) return (void)fuse_reply_err(req, ENOTDIR);
+    fuse_reply_open(req, fi);
+  }
+
+  static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+    Impl* self = of(req);
+    std::vector<std::pair<std::string, struct stat>> entries;
+    {
+      std::lock_guard lock(self->mutex);
+      Node* node = self->find(ino);
+      if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+      entries.emplace_back(".", self->attr_of(*node));
+      Node* parent = self->find(node->parent);
+      entries.emplace_back("..", self->attr_of(parent ? *parent : *node));
+      for (const auto& [name, child] : node->children) {
+        entries.emplace_back(name, self->attr_of(*self->find(child)));
+      }
+    }
+    std::vector<char> buffer(size);
+    size_t used = 0;
+    for (size_t i = static_cast<size_t>(off); i < entries.size(); ++i) {
+      size_t need = fuse_add_direntry(req, buffer.data() + used, size - used, entries[i].first.c_str(),
+                                      &entries[i].second, static_cast<off_t>(i + 1));
+      if (need > size - used) break;
+      used += need;
+    }
+    fuse_reply_buf(req, buffer.data(), used);
+  }
+
+  static void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+  static void op_statfs(fuse_req_t req, fuse_ino_t) {
+    Impl* self = of(req);
+    uint64_t capacity = 0, held = 0;
+    for (auto& pod : self->pods) {
+      auto stats = pod->stats();
+      if (!stats) continue;
+      capacity += stats->capacity_pages;
+      held += stats->pages_held;
+    }
+    struct statvfs st {};
+    st.f_bsize = kPageSize;
+    st.f_frsize = kPageSize;
+    st.f_blocks = capacity;
+    st.f_bfree = capacity - std::min(capacity, held);
+    st.f_bavail = st.f_bfree;
+    std::lock_guard lock(self->mutex);
+    st.f_files = self->nodes.size();
+    st.f_ffree = 1u << 20;
+    st.f_namemax = 255;
+    fuse_reply_statfs(req, &st);
+  }
+
+  static fuse_lowlevel_ops operations() {
+    fuse_lowlevel_ops ops{};
+    ops.init = op_init;
+    ops.lookup = op_lookup;
+    ops.forget = op_forget;
+    ops.forget_multi = op_forget_multi;
+    ops.getattr = op_getattr;
+    ops.setattr = op_setattr;
+    ops.mknod = op_mknod;
+    ops.mkdir = op_mkdir;
+    ops.unlink = op_unlink;
+    ops.rmdir = op_rmdir;
+    ops.rename = op_rename;
+    ops.open = op_open;
+    ops.read = op_read;
+    ops.write = op_write;
+    ops.flush = op_flush;
+    ops.release = op_release;
+    ops.fsync = op_fsync;
+    ops.opendir = op_opendir;
+    ops.readdir = op_readdir;
+    ops.releasedir = op_releasedir;
+    ops.statfs = op_statfs;
+    ops.create = op_create;
+    ops.fallocate = op_fallocate;
+    return ops;
+  }
+
+  // Hugepage readahead on guest RAM comes as 1 MiB READs only when the
+  // mount's bdi allows it (shared/FACTS.md).
+  void tune_bdi() {
+    std::string path = "/sys/class/bdi/" + std::to_string(major(device)) + ":" +
+                       std::to_string(minor(device)) + "/read_ahead_kb";
+    std::ofstream out(path);
+    out << (kMaxIo / 1024) << "\n";
+    if (!out) spdlog::warn("podfs: cannot raise {}: READs stay small", path);
+  }
+
+  // Ends a connection whose users never let go (a QEMU that will not die):
+  // better a failed guest than a hung host.
+  void abort_connection() {
+    std::ofstream abort("/sys/fs/fuse/connections/" + std::to_string(minor(device)) + "/abort");
+    abort << "1\n";
+  }
+};
+
+Podfs::Podfs(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Podfs>> Podfs::mount(const PodfsConfig& config) {
+  auto layout = StripeLayout::create(config.memory_pods.size(), config.stripe_bytes);
+  if (!layout) return fail(layout.error().context("podfs"));
+  auto impl = std::make_unique<Impl>(config, *layout);
+  pods::MemoryPodClient::Options options;
+  options.fabric = config.fabric;
+  for (const auto& address : config.memory_pods) {
+    auto client = pods::MemoryPodClient::connect(address, options);
+    if (!client) return fail(client.error().context("podfs"));
+    impl->pods.push_back(std::move(*client));
+  }
+
+  auto root = std::make_unique<Node>();
+  root->ino = FUSE_ROOT_ID;
+  root->parent = FUSE_ROOT_ID;
+  root->mode = S_IFDIR | 0755;
+  root->nlink = 2;
+  root->atime = root->mtime = root->ctime = now();
+  root->lookups = 1;
+  impl->nodes.emplace(FUSE_ROOT_ID, std::move(root));
+
+  std::string options_arg = "fsname=podfs,subtype=vmpod,default_permissions";
+  if (config.allow_other) options_arg += ",allow_other";
+  const char* argv[] = {"podfs", "-o", options_arg.c_str()};
+  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+  fuse_lowlevel_ops ops = Impl::operations();
+  impl->session = fuse_session_new(&args, &ops, sizeof(ops), impl.get());
+  if (impl->session == nullptr) return fail(ErrorCode::kInternal, "podfs: fuse_session_new failed");
+  if (fuse_session_mount(impl->session, config.mountpoint.c_str()) != 0) {
+    fuse_session_destroy(impl->session);
+    return fail(ErrorCode::kUnavailable, "podfs: cannot mount on " + config.mountpoint);
+  }
+  struct stat st {};
+  ::stat(config.mountpoint.c_str(), &st);
+  impl->device = st.st_dev;
+  impl->tune_bdi();
+
+  Impl* raw = impl.get();
+  impl->loop = std::thread([raw] {
+    fuse_loop_config* loop_config = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(loop_config, raw->config.max_threads);
+    fuse_loop_cfg_set_idle_threads(loop_config, 4);
+    fuse_session_loop_mt(raw->session, loop_config);
+    fuse_loop_cfg_destroy(loop_config);
+  });
+  impl->evictor = std::thread([raw] { raw->evict_loop(); });
+  spdlog::info("podfs: mounted {} over {} memory pods, stripe {} KiB, cache limit {} MiB",
+               config.mountpoint, config.memory_pods.size(), config.stripe_bytes >> 10,
+               config.local_cache_bytes >> 20);
+  return std::unique_ptr<Podfs>(new Podfs(std::move(impl)));
+}
+
+Podfs::~Podfs() {
+  {
+    std::lock_guard lock(impl_->evict_mutex);
+    impl_->stopping = true;
+  }
+  impl_->evict_wake.notify_all();
+  impl_->evictor.join();
+  fuse_session_exit(impl_->session);
+  // A lazy unmount: the loop ends once the last user of a file lets go.
+  fuse_session_unmount(impl_->session);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::atomic<bool> ended{false};
+  std::thread waiter([&] {
+    impl_->loop.join();
+    ended = true;
+  });
+  while (!ended && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!ended) {
+    spdlog::warn("podfs: {} still in use after unmount, aborting its connection",
+                 impl_->config.mountpoint);
+    impl_->abort_connection();
+  }
+  waiter.join();
+  fuse_session_destroy(impl_->session);
+  for (auto& [ino, node] : impl_->nodes) {
+    if (node->data) impl_->delete_regions(*node->data);
+  }
+}
+
+const std::string& Podfs::mountpoint() const { return impl_->config.mountpoint; }
+
+Status Podfs::drop_cache() {
+  std::vector<fuse_ino_t> files;
+  {
+    std::lock_guard lock(impl_->mutex);
+    for (const auto& [ino, node] : impl_->nodes) {
+      if (node->data) files.push_back(ino);
+    }
+  }
+  for (fuse_ino_t ino : files) {
+    int rc = fuse_lowlevel_notify_inval_inode(impl_->session, ino, 0, 0);
+    if (rc != 0 && rc != -ENOENT) return fail_errno("podfs: dropping the cache", -rc);
+    impl_->cache.forget(ino);
+  }
+  return {};
+}
+
+PodfsStats Podfs::stats() const {
+  PodfsStats s;
+  {
+    std::lock_guard lock(impl_->mutex);
+    for (const auto& [ino, node] : impl_->nodes) s.files += node->data ? 1 : 0;
+  }
+  s.reads = impl_->reads.load();
+  s.bytes_read = impl_->bytes_read.load();
+  s.writes = impl_->writes.load();
+  s.bytes_written = impl_->bytes_written.load();
+  s.zero_reads = impl_->zero_reads.load();
+  s.evictions = impl_->evictions.load();
+  s.bytes_evicted = impl_->bytes_evicted.load();
+  s.cached_bytes = impl_->cache.cached_bytes();
+  s.cache_limit = impl_->cache.limit_bytes();
+  s.io_errors = impl_->io_errors.load();
+  s.read_latency = impl_->read_latency.snapshot();
+  s.write_latency = impl_->write_latency.snapshot();
+  return s;
+}
+
+Result<std::vector<pods::MemoryPodStats>> Podfs::memory_pod_stats() const {
+  std::vector<pods::MemoryPodStats> out;
+  for (auto& pod : impl_->pods) {
+    auto stats = pod->stats();
+    if (!stats) return fail(stats.error());
+    out.push_back(std::move(*stats));
+  }
+  return out;
+}
+
+std::optional<std::string> Podfs::failure() const {
+  for (auto& pod : impl_->pods) {
+    if (!pod->alive()) return "memory pod " + pod->pod_id() + " lost: " + pod->lost_reason();
+  }
+  return std::nullopt;
+}
+
+}  // namespace vmpod::cpuserver
