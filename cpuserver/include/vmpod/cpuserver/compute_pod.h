@@ -1,0 +1,71 @@
+// The compute pod as a library: runs guests (a podfs mount for the RAM and a
+// supervised QEMU each), answers the vmm over its control socket, and
+// reports a guest failed, with the reason, when QEMU dies or a memory pod
+// behind its RAM is lost. `vmpod cpuserver` is a thin wrapper.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <vmpod/base/result.h>
+#include <vmpod/cpuserver/podfs.h>
+#include <vmpod/cpuserver/qemu.h>
+#include <vmpod/net/socket.h>
+
+namespace vmpod::cpuserver {
+
+struct ComputePodConfig {
+  std::string pod_id = "cpu0";
+  net::SocketAddress control;
+  std::string run_dir = "/run/vmpod/cpu0";  // one subdirectory per guest
+  std::string qemu_binary = "qemu-system-x86_64";
+};
+
+struct MemoryPlacement {
+  std::vector<net::SocketAddress> memory_pods;
+  net::FabricConfig fabric;
+  uint64_t stripe_bytes = 1u << 20;
+  uint64_t local_cache_bytes = 0;
+};
+
+enum class GuestState { kRunning, kStopped, kFailed };
+std::string_view guest_state_name(GuestState state);
+
+struct GuestRuntime {
+  std::string name;
+  GuestState state = GuestState::kRunning;
+  std::string reason;
+  int qemu_pid = 0;
+  Accel accel = Accel::kTcg;
+  std::string run_dir;
+  QemuPaths paths;
+  std::string ram_file;
+};
+
+struct GuestStats {
+  PodfsStats podfs;
+  std::vector<pods::MemoryPodStats> memory_pods;
+};
+
+class ComputePod {
+ public:
+  static Result<std::unique_ptr<ComputePod>> start(const ComputePodConfig& config);
+  ~ComputePod();  // stops every guest, unmounts, deletes their regions
+
+  const net::SocketAddress& control_address() const;
+
+  Result<GuestRuntime> launch(const GuestSpec& guest, const MemoryPlacement& placement);
+  Status stop(const std::string& name);
+  Status drop_cache(const std::string& name);
+  Result<GuestRuntime> guest(const std::string& name) const;
+  std::vector<GuestRuntime> guests() const;
+  Result<GuestStats> stats(const std::string& name) const;
+
+ private:
+  struct Impl;
+  explicit ComputePod(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vmpod::cpuserver

@@ -1,0 +1,116 @@
+// The QEMU launcher and supervisor of a compute pod: the command line for a
+// guest whose RAM is a file (on podfs, or plain RAM for baselines), the
+// process, its internal QMP monitor, and a clean shutdown.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <vmpod/base/result.h>
+#include <vmpod/net/socket.h>
+
+namespace vmpod::cpuserver {
+
+enum class Accel { kTcg, kKvm, kAuto };
+
+Result<Accel> parse_accel(std::string_view name);  // "tcg", "kvm", "auto"
+std::string_view accel_name(Accel accel);
+// kAuto picks KVM only where it can run a full guest: /dev/kvm opens and
+// this host is not itself a guest (nested KVM here cannot boot Linux, see
+// shared/FACTS.md; ask for kvm explicitly where nesting works).
+Accel resolve_accel(Accel requested);
+
+struct GuestSpec {
+  std::string name = "vm0";
+  uint64_t memory_bytes = 256ull << 20;
+  unsigned cpus = 1;
+  std::string machine = "q35";
+  Accel accel = Accel::kAuto;
+  std::string kernel;
+  std::string initrd;
+  std::string append;
+  std::string disk;  // a raw or qcow2 image, as virtio-blk
+};
+
+struct QemuConfig {
+  GuestSpec guest;
+  std::string qemu_binary = "qemu-system-x86_64";
+  std::string mem_path;  // the RAM file; empty for QEMU's own anonymous RAM
+  std::string run_dir;   // sockets and logs of this guest
+};
+
+// Where a guest's sockets and logs live, derived from its run_dir.
+struct QemuPaths {
+  std::string qmp_socket;     // the compute pod's own QMP monitor
+  std::string serial_socket;  // the console, for a terminal to attach
+  std::string serial_log;     // everything the console printed
+  std::string agent_socket;   // virtio-serial port org.vmpod.agent
+  std::string qemu_log;       // QEMU's stderr
+
+  static QemuPaths in(const std::string& run_dir);
+};
+
+std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel);
+
+// A synchronous QMP client for one QEMU monitor socket. Events that arrive
+// while waiting for a reply are kept for events().
+class QemuMonitor {
+ public:
+  static Result<std::unique_ptr<QemuMonitor>> connect(const std::string& socket_path,
+                                                      std::chrono::milliseconds timeout);
+  const nlohmann::json& greeting() const { return greeting_; }
+  Result<nlohmann::json> execute(const std::string& command,
+                                 const nlohmann::json& arguments = nlohmann::json::object(),
+                                 std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  std::vector<nlohmann::json> take_events();
+
+ private:
+  explicit QemuMonitor(net::Fd fd) : fd_(std::move(fd)) {}
+  Result<nlohmann::json> read_message(std::chrono::steady_clock::time_point deadline);
+  net::Fd fd_;
+  std::string buffer_;
+  nlohmann::json greeting_;
+  std::vector<nlohmann::json> events_;
+  uint64_t next_id_ = 1;
+};
+
+class QemuProcess {
+ public:
+  static Result<std::unique_ptr<QemuProcess>> start(const QemuConfig& config);
+  ~QemuProcess();  // kills a QEMU still running
+
+  pid_t pid() const { return pid_; }
+  const QemuPaths& paths() const { return paths_; }
+  Accel accel() const { return accel_; }
+  QemuMonitor& monitor() { return *monitor_; }
+
+  // Reaps the process if it ended; its wait status then stays available.
+  bool running();
+  std::optional<int> exit_status() const { return exit_status_; }
+  // Why QEMU ended, from its exit status and the tail of its log.
+  std::string exit_reason() const;
+
+  // QMP quit, then SIGTERM, then SIGKILL, each after `grace`.
+  Status shutdown(std::chrono::milliseconds grace);
+
+ private:
+  QemuProcess() = default;
+  bool wait_for_exit(std::chrono::milliseconds timeout);
+
+  pid_t pid_ = -1;
+  Accel accel_ = Accel::kTcg;
+  QemuPaths paths_;
+  std::unique_ptr<QemuMonitor> monitor_;
+  std::optional<int> exit_status_;
+};
+
+}  // namespace vmpod::cpuserver

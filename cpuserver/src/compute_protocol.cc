@@ -1,0 +1,178 @@
+#include "compute_protocol.h"
+
+#include <vmpod/net/message.h>
+
+namespace vmpod::cpuserver {
+
+namespace {
+
+char* c_str(const std::string& s) { return const_cast<char*>(s.c_str()); }
+
+std::vector<uint64_t> buckets_from(const Vmpod__Pods__LatencyHistogram* h) {
+  if (h == nullptr) return {};
+  return std::vector<uint64_t>(h->buckets, h->buckets + h->n_buckets);
+}
+
+void set_buckets(Vmpod__Pods__LatencyHistogram& h, const std::vector<uint64_t>& buckets) {
+  h.n_buckets = buckets.size();
+  h.buckets = const_cast<uint64_t*>(buckets.data());
+}
+
+}  // namespace
+
+GuestSpecMessage::GuestSpecMessage(const GuestSpec& spec)
+    : spec_(spec), accel_(accel_name(spec.accel)) {
+  message.name = c_str(spec_.name);
+  message.memory_bytes = spec_.memory_bytes;
+  message.cpus = spec_.cpus;
+  message.machine = c_str(spec_.machine);
+  message.accel = c_str(accel_);
+  message.kernel = c_str(spec_.kernel);
+  message.initrd = c_str(spec_.initrd);
+  message.append = c_str(spec_.append);
+  message.disk = c_str(spec_.disk);
+}
+
+Result<GuestSpec> guest_spec_from(const Vmpod__Pods__GuestSpec* message) {
+  if (message == nullptr) return fail(ErrorCode::kInvalidArgument, "missing guest");
+  GuestSpec spec;
+  spec.name = message->name;
+  if (spec.name.empty() || spec.name.find('/') != std::string::npos || spec.name[0] == '.') {
+    return fail(ErrorCode::kInvalidArgument, "bad guest name '" + spec.name + "'");
+  }
+  spec.memory_bytes = message->memory_bytes;
+  if (spec.memory_bytes < (16ull << 20) || spec.memory_bytes % (1ull << 20) != 0) {
+    return fail(ErrorCode::kInvalidArgument, "guest memory must be a whole number of MiB, at least 16");
+  }
+  spec.cpus = message->cpus == 0 ? 1 : message->cpus;
+  spec.machine = message->machine[0] ? message->machine : "q35";
+  auto accel = parse_accel(message->accel[0] ? message->accel : "auto");
+  if (!accel) return fail(accel.error());
+  spec.accel = *accel;
+  spec.kernel = message->kernel;
+  spec.initrd = message->initrd;
+  spec.append = message->append;
+  spec.disk = message->disk;
+  if (spec.kernel.empty() && spec.disk.empty()) {
+    return fail(ErrorCode::kInvalidArgument, "a guest needs a kernel or a disk");
+  }
+  return spec;
+}
+
+RuntimeMessage::RuntimeMessage(const GuestRuntime& runtime)
+    : runtime_(runtime), state_(guest_state_name(runtime.state)), accel_(accel_name(runtime.accel)) {
+  message.name = c_str(runtime_.name);
+  message.state = c_str(state_);
+  message.reason = c_str(runtime_.reason);
+  message.qemu_pid = runtime_.qemu_pid;
+  message.accel = c_str(accel_);
+  message.run_dir = c_str(runtime_.run_dir);
+  message.qmp_socket = c_str(runtime_.paths.qmp_socket);
+  message.serial_socket = c_str(runtime_.paths.serial_socket);
+  message.serial_log = c_str(runtime_.paths.serial_log);
+  message.agent_socket = c_str(runtime_.paths.agent_socket);
+  message.ram_file = c_str(runtime_.ram_file);
+}
+
+std::string pack_runtime(const GuestRuntime& runtime) {
+  RuntimeMessage message(runtime);
+  return net::pack_message(message.message.base);
+}
+
+Result<GuestRuntime> runtime_from(const Vmpod__Pods__VmRuntime* message) {
+  if (message == nullptr) return fail(ErrorCode::kInternal, "missing guest runtime");
+  GuestRuntime runtime;
+  runtime.name = message->name;
+  std::string_view state = message->state;
+  if (state == "running") runtime.state = GuestState::kRunning;
+  else if (state == "stopped") runtime.state = GuestState::kStopped;
+  else if (state == "failed") runtime.state = GuestState::kFailed;
+  else return fail(ErrorCode::kInternal, "unknown guest state '" + std::string(state) + "'");
+  runtime.reason = message->reason;
+  runtime.qemu_pid = message->qemu_pid;
+  auto accel = parse_accel(message->accel);
+  runtime.accel = accel ? *accel : Accel::kTcg;
+  runtime.run_dir = message->run_dir;
+  runtime.paths.qmp_socket = message->qmp_socket;
+  runtime.paths.serial_socket = message->serial_socket;
+  runtime.paths.serial_log = message->serial_log;
+  runtime.paths.agent_socket = message->agent_socket;
+  runtime.paths.qemu_log = runtime.run_dir + "/qemu.log";
+  runtime.ram_file = message->ram_file;
+  return runtime;
+}
+
+std::string pack_stats(const std::string& name, const GuestStats& stats) {
+  const PodfsStats& p = stats.podfs;
+  Vmpod__Pods__LatencyHistogram read_latency = VMPOD__PODS__LATENCY_HISTOGRAM__INIT;
+  Vmpod__Pods__LatencyHistogram write_latency = VMPOD__PODS__LATENCY_HISTOGRAM__INIT;
+  set_buckets(read_latency, p.read_latency);
+  set_buckets(write_latency, p.write_latency);
+  Vmpod__Pods__PodfsStats podfs = VMPOD__PODS__PODFS_STATS__INIT;
+  podfs.files = p.files;
+  podfs.reads = p.reads;
+  podfs.bytes_read = p.bytes_read;
+  podfs.writes = p.writes;
+  podfs.bytes_written = p.bytes_written;
+  podfs.zero_reads = p.zero_reads;
+  podfs.evictions = p.evictions;
+  podfs.bytes_evicted = p.bytes_evicted;
+  podfs.cached_bytes = p.cached_bytes;
+  podfs.cache_limit = p.cache_limit;
+  podfs.io_errors = p.io_errors;
+  podfs.read_latency = &read_latency;
+  podfs.write_latency = &write_latency;
+
+  size_t count = stats.memory_pods.size();
+  std::vector<Vmpod__Pods__MemStatsReply> pods(count);
+  std::vector<Vmpod__Pods__MemStatsReply*> pod_ptrs(count);
+  std::vector<Vmpod__Pods__LatencyHistogram> histograms(2 * count);
+  for (size_t i = 0; i < count; ++i) {
+    const pods::MemoryPodStats& m = stats.memory_pods[i];
+    Vmpod__Pods__MemStatsReply& out = pods[i];
+    out = VMPOD__PODS__MEM_STATS_REPLY__INIT;
+    out.pod_id = c_str(m.pod_id);
+    out.capacity_pages = m.capacity_pages;
+    out.pages_held = m.pages_held;
+    out.regions = m.regions;
+    out.reads = m.reads;
+    out.writes = m.writes;
+    out.bytes_read = m.bytes_read;
+    out.bytes_written = m.bytes_written;
+    out.refused = m.refused;
+    histograms[2 * i] = VMPOD__PODS__LATENCY_HISTOGRAM__INIT;
+    histograms[2 * i + 1] = VMPOD__PODS__LATENCY_HISTOGRAM__INIT;
+    set_buckets(histograms[2 * i], m.read_latency);
+    set_buckets(histograms[2 * i + 1], m.write_latency);
+    out.read_latency = &histograms[2 * i];
+    out.write_latency = &histograms[2 * i + 1];
+    pod_ptrs[i] = &out;
+  }
+  Vmpod__Pods__VmStats message = VMPOD__PODS__VM_STATS__INIT;
+  message.name = c_str(name);
+  message.podfs = &podfs;
+  message.n_memory_pods = count;
+  message.memory_pods = pod_ptrs.data();
+  return net::pack_message(message.base);
+}
+
+Result<GuestStats> stats_from(const Vmpod__Pods__VmStats* message) {
+  if (message == nullptr || message->podfs == nullptr) {
+    return fail(ErrorCode::kInternal, "malformed guest statistics");
+  }
+  GuestStats stats;
+  const Vmpod__Pods__PodfsStats& p = *message->podfs;
+  stats.podfs = PodfsStats{p.files, p.reads, p.bytes_read, p.writes, p.bytes_written,
+                           p.zero_reads, p.evictions, p.bytes_evicted, p.cached_bytes,
+                           p.cache_limit, p.io_errors, buckets_from(p.read_latency),
+                           buckets_from(p.write_latency)};
+  for (size_t i = 0; i < message->n_memory_pods; ++i) {
+    const Vmpod__Pods__MemStatsReply& m = *message->memory_pods[i];
+    stats.memory_pods.push_back(pods::MemoryPodStats{
+        m.pod_id, m.capacity_pages, m.pages_held, m.regions, m.reads, m.writes, m.bytes_read,
+        m.bytes_written, m.refused, buckets_from(m.read_latency), buckets_from(m.write_latency)});
+  }
+  return stats;
+}
+
+}  // namespace vmpod::cpuserver

@@ -1,0 +1,112 @@
+#include <vmpod/cpuserver/guest_agent.h>
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <sstream>
+
+#include <vmpod/base/base64.h>
+
+namespace vmpod::cpuserver {
+
+namespace {
+
+std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point deadline) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+}
+
+}  // namespace
+
+Result<std::unique_ptr<GuestAgent>> GuestAgent::connect(const std::string& socket_path,
+                                                        std::chrono::milliseconds timeout) {
+  net::SocketAddress address{net::SocketAddress::Kind::kUnix, socket_path, "", 0};
+  auto fd = net::connect_socket(address, timeout);
+  if (!fd) return fail(fd.error().context("guest agent"));
+  std::unique_ptr<GuestAgent> agent(new GuestAgent(std::move(*fd)));
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Until the guest has booted and opened its port, pings go unanswered:
+  // ask again every half second.
+  while (left_until(deadline).count() > 0) {
+    std::string id = std::to_string(agent->next_id_++);
+    VMPOD_TRY_CTX(agent->send_line("ping " + id), "guest agent");
+    auto step = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
+    while (true) {
+      auto line = agent->read_line(step);
+      if (!line) {
+        if (line.error().code() == ErrorCode::kUnavailable && left_until(step).count() <= 0) break;
+        return fail(line.error().context("guest agent"));
+      }
+      if (*line == "pong " + id) return agent;
+    }
+  }
+  return fail(ErrorCode::kUnavailable, "guest agent did not answer in time");
+}
+
+Status GuestAgent::send_line(const std::string& line) {
+  std::string data = line + "\n";
+  size_t sent = 0;
+  while (sent < data.size()) {
+    ssize_t n = ::send(fd_.get(), data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail_errno("send", errno);
+    }
+    sent += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Result<std::string> GuestAgent::read_line(std::chrono::steady_clock::time_point deadline) {
+  while (true) {
+    size_t newline = buffer_.find('\n');
+    if (newline != std::string::npos) {
+      std::string line = buffer_.substr(0, newline);
+      buffer_.erase(0, newline + 1);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      return line;
+    }
+    auto left = left_until(deadline);
+    if (left.count() <= 0) return fail(ErrorCode::kUnavailable, "no answer in time");
+    pollfd pfd{fd_.get(), POLLIN, 0};
+    int ready = ::poll(&pfd, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno != EINTR) return fail_errno("poll", errno);
+    if (ready <= 0) continue;
+    char chunk[65536];
+    ssize_t got = ::recv(fd_.get(), chunk, sizeof(chunk), 0);
+    if (got == 0) return fail(ErrorCode::kWrongState, "the guest agent channel closed");
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return fail_errno("recv", errno);
+    }
+    buffer_.append(chunk, static_cast<size_t>(got));
+  }
+}
+
+Result<GuestCommandResult> GuestAgent::run(const std::string& command,
+                                           std::chrono::milliseconds timeout) {
+  std::string id = std::to_string(next_id_++);
+  VMPOD_TRY_CTX(send_line("run " + id + " " + base64_encode(command)), "guest agent");
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  GuestCommandResult result;
+  while (true) {
+    auto line = read_line(deadline);
+    if (!line) return fail(line.error().context("guest agent: " + command));
+    std::istringstream words(*line);
+    std::string kind, line_id, value;
+    words >> kind >> line_id >> value;
+    if (line_id != id) continue;
+    if (kind == "output") {
+      auto decoded = base64_decode(value);
+      if (!decoded) return fail(ErrorCode::kInternal, "guest agent: malformed output line");
+      result.output += *decoded;
+    } else if (kind == "exit") {
+      result.exit_code = std::atoi(value.c_str());
+      return result;
+    } else if (kind == "error") {
+      return fail(ErrorCode::kInternal, "guest agent: " + *line);
+    }
+  }
+}
+
+}  // namespace vmpod::cpuserver

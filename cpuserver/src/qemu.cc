@@ -1,0 +1,297 @@
+#include <vmpod/cpuserver/qemu.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+namespace vmpod::cpuserver {
+
+using nlohmann::json;
+
+Result<Accel> parse_accel(std::string_view name) {
+  if (name == "tcg") return Accel::kTcg;
+  if (name == "kvm") return Accel::kKvm;
+  if (name == "auto") return Accel::kAuto;
+  return fail(ErrorCode::kInvalidArgument, "unknown accelerator '" + std::string(name) + "' (tcg, kvm, auto)");
+}
+
+std::string_view accel_name(Accel accel) {
+  switch (accel) {
+    case Accel::kTcg: return "tcg";
+    case Accel::kKvm: return "kvm";
+    case Accel::kAuto: return "auto";
+  }
+  return "auto";
+}
+
+Accel resolve_accel(Accel requested) {
+  if (requested != Accel::kAuto) return requested;
+  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Accel::kTcg;
+  ::close(fd);
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) == 0) {
+      return line.find(" hypervisor") != std::string::npos ? Accel::kTcg : Accel::kKvm;
+    }
+  }
+  return Accel::kTcg;
+}
+
+QemuPaths QemuPaths::in(const std::string& run_dir) {
+  return QemuPaths{run_dir + "/qmp.sock", run_dir + "/serial.sock", run_dir + "/serial.log",
+                   run_dir + "/agent.sock", run_dir + "/qemu.log"};
+}
+
+std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel) {
+  const GuestSpec& guest = config.guest;
+  QemuPaths paths = QemuPaths::in(config.run_dir);
+  std::string mib = std::to_string(guest.memory_bytes >> 20) + "M";
+  std::vector<std::string> args = {
+      config.qemu_binary,
+      "-name", guest.name,
+      "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+      "-accel", accel == Accel::kKvm ? "kvm" : "tcg",
+      "-cpu", accel == Accel::kKvm ? "host" : "max",
+      "-smp", std::to_string(guest.cpus),
+      "-m", mib,
+  };
+  std::string machine = guest.machine;
+  if (!config.mem_path.empty()) {
+    // share=on: guest writes reach the file (and so the memory pods), not
+    // private copies; QEMU's RAM is nothing but the podfs file.
+    args.insert(args.end(), {"-object", "memory-backend-file,id=ram0,size=" + mib +
+                                            ",mem-path=" + config.mem_path + ",share=on"});
+    machine += ",memory-backend=ram0";
+  }
+  args.insert(args.end(), {"-machine", machine});
+  args.insert(args.end(), {
+      "-chardev", "socket,id=qmp,path=" + paths.qmp_socket + ",server=on,wait=off",
+      "-mon", "chardev=qmp,mode=control",
+      "-chardev", "socket,id=serial0,path=" + paths.serial_socket + ",server=on,wait=off,logfile=" +
+                      paths.serial_log,
+      "-serial", "chardev:serial0",
+      "-device", "virtio-serial-pci,id=vser0",
+      "-chardev", "socket,id=agent,path=" + paths.agent_socket + ",server=on,wait=off",
+      "-device", "virtserialport,chardev=agent,name=org.vmpod.agent",
+  });
+  if (!guest.kernel.empty()) args.insert(args.end(), {"-kernel", guest.kernel});
+  if (!guest.initrd.empty()) args.insert(args.end(), {"-initrd", guest.initrd});
+  if (!guest.append.empty()) args.insert(args.end(), {"-append", guest.append});
+  if (!guest.disk.empty()) {
+    args.insert(args.end(), {"-drive", "file=" + guest.disk + ",if=virtio,cache=unsafe"});
+  }
+  return args;
+}
+
+// --- QemuMonitor -------------------------------------------------------------
+
+Result<std::unique_ptr<QemuMonitor>> QemuMonitor::connect(const std::string& socket_path,
+                                                          std::chrono::milliseconds timeout) {
+  net::SocketAddress address{net::SocketAddress::Kind::kUnix, socket_path, "", 0};
+  auto fd = net::connect_socket(address, timeout);
+  if (!fd) return fail(fd.error().context("qmp"));
+  std::unique_ptr<QemuMonitor> monitor(new QemuMonitor(std::move(*fd)));
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto greeting = monitor->read_message(deadline);
+  if (!greeting) return fail(greeting.error().context("qmp greeting"));
+  if (!greeting->contains("QMP")) return fail(ErrorCode::kInternal, "qmp: no greeting");
+  monitor->greeting_ = *greeting;
+  auto negotiated = monitor->execute("qmp_capabilities", json::object(), timeout);
+  if (!negotiated) return fail(negotiated.error());
+  return monitor;
+}
+
+Result<json> QemuMonitor::read_message(std::chrono::steady_clock::time_point deadline) {
+  while (true) {
+    size_t newline = buffer_.find('\n');
+    if (newline != std::string::npos) {
+      std::string line = buffer_.substr(0, newline);
+      buffer_.erase(0, newline + 1);
+      json message = json::parse(line, nullptr, false);
+      if (message.is_discarded()) return fail(ErrorCode::kInternal, "qmp: malformed line from qemu");
+      return message;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return fail(ErrorCode::kUnavailable, "qmp: no answer from qemu in time");
+    pollfd pfd{fd_.get(), POLLIN, 0};
+    int ready = ::poll(&pfd, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno != EINTR) return fail_errno("qmp: poll", errno);
+    if (ready <= 0) continue;
+    char chunk[4096];
+    ssize_t got = ::recv(fd_.get(), chunk, sizeof(chunk), 0);
+    if (got == 0) return fail(ErrorCode::kUnavailable, "qmp: qemu closed the monitor");
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return fail_errno("qmp: recv", errno);
+    }
+    buffer_.append(chunk, static_cast<size_t>(got));
+  }
+}
+
+Result<json> QemuMonitor::execute(const std::string& command, const json& arguments,
+                                  std::chrono::milliseconds timeout) {
+  uint64_t id = next_id_++;
+  json request = {{"execute", command}, {"id", id}};
+  if (!arguments.empty()) request["arguments"] = arguments;
+  std::string line = request.dump() + "\n";
+  if (::send(fd_.get(), line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    return fail_errno("qmp: send", errno);
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    auto message = read_message(deadline);
+    if (!message) return fail(message.error().context(command));
+    if (message->contains("event")) {
+      events_.push_back(std::move(*message));
+      continue;
+    }
+    if (message->value("id", json()) != json(id)) continue;
+    if (message->contains("error")) {
+      const json& error = (*message)["error"];
+      return fail(ErrorCode::kInvalidArgument,
+                  command + ": " + error.value("class", "GenericError") + ": " + error.value("desc", ""));
+    }
+    return message->value("return", json::object());
+  }
+}
+
+std::vector<json> QemuMonitor::take_events() {
+  std::vector<json> out;
+  out.swap(events_);
+  return out;
+}
+
+// --- QemuProcess -------------------------------------------------------------
+
+namespace {
+
+std::string tail_of(const std::string& path, size_t bytes) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream all;
+  all << in.rdbuf();
+  std::string text = all.str();
+  if (text.size() > bytes) text = text.substr(text.size() - bytes);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  return text;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<QemuProcess>> QemuProcess::start(const QemuConfig& config) {
+  std::unique_ptr<QemuProcess> process(new QemuProcess());
+  process->accel_ = resolve_accel(config.guest.accel);
+  process->paths_ = QemuPaths::in(config.run_dir);
+  for (const std::string& stale : {process->paths_.qmp_socket, process->paths_.serial_socket,
+                                   process->paths_.agent_socket}) {
+    ::unlink(stale.c_str());
+  }
+  std::vector<std::string> args = qemu_command_line(config, process->accel_);
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  int log = ::open(process->paths_.qemu_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (log < 0) return fail_errno("qemu: " + process->paths_.qemu_log, errno);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(log);
+    return fail_errno("qemu: fork", errno);
+  }
+  if (pid == 0) {
+    // Its own process group: a Ctrl-C at vmpod's terminal is vmpod's to
+    // handle with a clean shutdown, not a signal that kills QEMU mid-write.
+    ::setpgid(0, 0);
+    int null = ::open("/dev/null", O_RDONLY);
+    ::dup2(null, STDIN_FILENO);
+    ::dup2(log, STDOUT_FILENO);
+    ::dup2(log, STDERR_FILENO);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(log);
+  process->pid_ = pid;
+  spdlog::info("qemu: started {} as pid {} ({})", config.guest.name, pid, accel_name(process->accel_));
+
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (true) {
+    if (!process->running()) {
+      return fail(ErrorCode::kInternal, "qemu exited at start: " + process->exit_reason());
+    }
+    auto monitor = QemuMonitor::connect(process->paths_.qmp_socket, std::chrono::milliseconds(2000));
+    if (monitor) {
+      process->monitor_ = std::move(*monitor);
+      return process;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return fail(monitor.error().context("qemu monitor did not come up"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+QemuProcess::~QemuProcess() {
+  if (pid_ > 0 && running()) {
+    ::kill(pid_, SIGKILL);
+    wait_for_exit(std::chrono::seconds(5));
+  }
+}
+
+bool QemuProcess::running() {
+  if (exit_status_) return false;
+  int status = 0;
+  pid_t got = ::waitpid(pid_, &status, WNOHANG);
+  if (got == pid_) {
+    exit_status_ = status;
+    return false;
+  }
+  return got == 0;
+}
+
+std::string QemuProcess::exit_reason() const {
+  std::string how = "still running";
+  if (exit_status_) {
+    int status = *exit_status_;
+    if (WIFEXITED(status)) how = "exit code " + std::to_string(WEXITSTATUS(status));
+    else if (WIFSIGNALED(status)) how = "killed by signal " + std::to_string(WTERMSIG(status));
+  }
+  std::string log = tail_of(paths_.qemu_log, 400);
+  return log.empty() ? how : how + ": " + log;
+}
+
+bool QemuProcess::wait_for_exit(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (running()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+Status QemuProcess::shutdown(std::chrono::milliseconds grace) {
+  if (!running()) return {};
+  if (monitor_) {
+    auto quit = monitor_->execute("quit", json::object(), grace);
+    if (!quit) spdlog::debug("qemu: quit: {}", quit.error().to_string());
+  }
+  if (wait_for_exit(grace)) return {};
+  ::kill(pid_, SIGTERM);
+  if (wait_for_exit(grace)) return {};
+  ::kill(pid_, SIGKILL);
+  if (wait_for_exit(grace)) return {};
+  return fail(ErrorCode::kInternal, "qemu pid " + std::to_string(pid_) + " did not exit");
+}
+
+}  // namespace vmpod::cpuserver
