@@ -14,7 +14,7 @@
 #include <vmpod/net/message.h>
 #include <vmpod/pods/protocol.h>
 
-#include "compute_protocol.h"
+#include <vmpod/cpuserver/compute_protocol.h>
 
 namespace vmpod::cpuserver {
 
@@ -38,7 +38,19 @@ struct Guest {
   GuestRuntime runtime;
   std::unique_ptr<Podfs> podfs;
   std::unique_ptr<QemuProcess> qemu;
+  // What the guest's pods counted, kept when it ends so `vmpod run` and the
+  // vmm can report a guest that already powered off.
+  std::optional<GuestStats> final_stats;
 };
+
+Result<GuestStats> live_stats(const Guest& guest) {
+  GuestStats stats;
+  stats.podfs = guest.podfs->stats();
+  auto memory = guest.podfs->memory_pod_stats();
+  if (!memory) return fail(memory.error());
+  stats.memory_pods = std::move(*memory);
+  return stats;
+}
 
 std::string empty_reply() {
   Vmpod__Pods__Empty empty = VMPOD__PODS__EMPTY__INIT;
@@ -58,14 +70,27 @@ struct ComputePod::Impl {
   std::thread supervisor;
 
   // Ends a guest: QEMU first (it holds the RAM file), then its podfs, whose
-  // unmount deletes the guest's regions.
-  static void tear_down(Guest& guest) {
-    if (guest.qemu) {
-      auto stopped = guest.qemu->shutdown(kShutdownGrace);
-      if (!stopped) spdlog::error("{}: {}", guest.runtime.name, stopped.error().to_string());
-      guest.qemu.reset();
+  // unmount deletes the guest's regions. The parts are taken out under the
+  // lock and torn down outside it.
+  void tear_down(Guest& guest) {
+    std::unique_ptr<Podfs> podfs;
+    std::unique_ptr<QemuProcess> qemu;
+    {
+      std::lock_guard lock(mutex);
+      if (guest.podfs && !guest.final_stats) {
+        auto stats = live_stats(guest);
+        // A lost memory pod cannot report; podfs's own counters still can.
+        guest.final_stats = stats ? *stats : GuestStats{guest.podfs->stats(), {}};
+      }
+      podfs = std::move(guest.podfs);
+      qemu = std::move(guest.qemu);
     }
-    guest.podfs.reset();
+    if (qemu) {
+      auto stopped = qemu->shutdown(kShutdownGrace);
+      if (!stopped) spdlog::error("{}: {}", guest.runtime.name, stopped.error().to_string());
+    }
+    qemu.reset();
+    podfs.reset();
   }
 
   // Marks a running guest failed or stopped when QEMU ended or its memory
@@ -79,6 +104,8 @@ struct ComputePod::Impl {
       }
     }
     for (auto& guest : running) {
+      std::unique_lock lock(mutex);
+      if (!guest->podfs || !guest->qemu) continue;  // being stopped
       std::optional<std::string> lost = guest->podfs->failure();
       bool alive = guest->qemu->running();
       if (!lost && alive) continue;
@@ -93,10 +120,11 @@ struct ComputePod::Impl {
       } else {
         reason = "qemu ended: " + guest->qemu->exit_reason();
       }
+      lock.unlock();
       spdlog::log(state == GuestState::kFailed ? spdlog::level::err : spdlog::level::info,
                   "{}: {}: {}", guest->runtime.name, guest_state_name(state), reason);
       tear_down(*guest);
-      std::lock_guard lock(mutex);
+      lock.lock();
       guest->runtime.state = state;
       guest->runtime.reason = reason;
     }
@@ -265,14 +293,14 @@ struct ComputePod::Impl {
   }
 
   Result<GuestStats> guest_stats(const std::string& name) const {
-    auto guest = running_guest(name);
+    auto guest = find(name);
     if (!guest) return fail(guest.error());
-    GuestStats stats;
-    stats.podfs = (*guest)->podfs->stats();
-    auto memory = (*guest)->podfs->memory_pod_stats();
-    if (!memory) return fail(memory.error());
-    stats.memory_pods = std::move(*memory);
-    return stats;
+    std::lock_guard lock(mutex);
+    if ((*guest)->final_stats) return *(*guest)->final_stats;
+    if ((*guest)->runtime.state != GuestState::kRunning || !(*guest)->podfs) {
+      return fail(ErrorCode::kWrongState, "guest '" + name + "' has no statistics yet");
+    }
+    return live_stats(**guest);
   }
 
   std::vector<GuestRuntime> all() const {
@@ -322,7 +350,7 @@ ComputePod::~ComputePod() {
   }
   impl_->stop_wake.notify_all();
   impl_->supervisor.join();
-  for (auto& [name, guest] : impl_->guests) Impl::tear_down(*guest);
+  for (auto& [name, guest] : impl_->guests) impl_->tear_down(*guest);
 }
 
 const net::SocketAddress& ComputePod::control_address() const { return impl_->control->address(); }

@@ -1,4 +1,4 @@
-#include "compute_protocol.h"
+#include <vmpod/cpuserver/compute_protocol.h>
 
 #include <vmpod/net/message.h>
 

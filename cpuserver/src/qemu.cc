@@ -198,31 +198,12 @@ Result<std::unique_ptr<QemuProcess>> QemuProcess::start(const QemuConfig& config
                                    process->paths_.agent_socket}) {
     ::unlink(stale.c_str());
   }
-  std::vector<std::string> args = qemu_command_line(config, process->accel_);
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-
-  int log = ::open(process->paths_.qemu_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (log < 0) return fail_errno("qemu: " + process->paths_.qemu_log, errno);
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(log);
-    return fail_errno("qemu: fork", errno);
-  }
-  if (pid == 0) {
-    // Its own process group: a Ctrl-C at vmpod's terminal is vmpod's to
-    // handle with a clean shutdown, not a signal that kills QEMU mid-write.
-    ::setpgid(0, 0);
-    int null = ::open("/dev/null", O_RDONLY);
-    ::dup2(null, STDIN_FILENO);
-    ::dup2(log, STDOUT_FILENO);
-    ::dup2(log, STDERR_FILENO);
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(log);
-  process->pid_ = pid;
+  // A fresh log per start: exit_reason() reads its tail.
+  ::truncate(process->paths_.qemu_log.c_str(), 0);
+  auto spawned = Subprocess::spawn(qemu_command_line(config, process->accel_), process->paths_.qemu_log);
+  if (!spawned) return fail(spawned.error().context("qemu"));
+  process->process_ = std::move(*spawned);
+  pid_t pid = process->process_.pid();
   spdlog::info("qemu: started {} as pid {} ({})", config.guest.name, pid, accel_name(process->accel_));
 
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
@@ -242,28 +223,12 @@ Result<std::unique_ptr<QemuProcess>> QemuProcess::start(const QemuConfig& config
   }
 }
 
-QemuProcess::~QemuProcess() {
-  if (pid_ > 0 && running()) {
-    ::kill(pid_, SIGKILL);
-    wait_for_exit(std::chrono::seconds(5));
-  }
-}
-
-bool QemuProcess::running() {
-  if (exit_status_) return false;
-  int status = 0;
-  pid_t got = ::waitpid(pid_, &status, WNOHANG);
-  if (got == pid_) {
-    exit_status_ = status;
-    return false;
-  }
-  return got == 0;
-}
+QemuProcess::~QemuProcess() { process_.stop(std::chrono::milliseconds(0)); }
 
 std::string QemuProcess::exit_reason() const {
   std::string how = "still running";
-  if (exit_status_) {
-    int status = *exit_status_;
+  if (auto status_value = process_.wait_status()) {
+    int status = *status_value;
     if (WIFEXITED(status)) how = "exit code " + std::to_string(WEXITSTATUS(status));
     else if (WIFSIGNALED(status)) how = "killed by signal " + std::to_string(WTERMSIG(status));
   }
@@ -287,11 +252,8 @@ Status QemuProcess::shutdown(std::chrono::milliseconds grace) {
     if (!quit) spdlog::debug("qemu: quit: {}", quit.error().to_string());
   }
   if (wait_for_exit(grace)) return {};
-  ::kill(pid_, SIGTERM);
-  if (wait_for_exit(grace)) return {};
-  ::kill(pid_, SIGKILL);
-  if (wait_for_exit(grace)) return {};
-  return fail(ErrorCode::kInternal, "qemu pid " + std::to_string(pid_) + " did not exit");
+  process_.stop(grace);
+  return {};
 }
 
 }  // namespace vmpod::cpuserver

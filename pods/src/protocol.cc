@@ -20,6 +20,8 @@ std::string_view message_type_name(uint16_t type) {
     case MessageType::kVmmStopVm: return "vmm-stop-vm";
     case MessageType::kVmmListVms: return "vmm-list-vms";
     case MessageType::kVmmListPods: return "vmm-list-pods";
+    case MessageType::kVmmVmStats: return "vmm-vm-stats";
+    case MessageType::kVmmDropCache: return "vmm-drop-cache";
   }
   return "unknown";
 }

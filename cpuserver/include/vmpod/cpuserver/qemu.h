@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <vmpod/base/result.h>
+#include <vmpod/base/subprocess.h>
 #include <vmpod/net/socket.h>
 
 namespace vmpod::cpuserver {
@@ -88,14 +89,14 @@ class QemuProcess {
   static Result<std::unique_ptr<QemuProcess>> start(const QemuConfig& config);
   ~QemuProcess();  // kills a QEMU still running
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_.pid(); }
   const QemuPaths& paths() const { return paths_; }
   Accel accel() const { return accel_; }
   QemuMonitor& monitor() { return *monitor_; }
 
   // Reaps the process if it ended; its wait status then stays available.
-  bool running();
-  std::optional<int> exit_status() const { return exit_status_; }
+  bool running() { return process_.running(); }
+  std::optional<int> exit_status() const { return process_.wait_status(); }
   // Why QEMU ended, from its exit status and the tail of its log.
   std::string exit_reason() const;
 
@@ -106,11 +107,10 @@ class QemuProcess {
   QemuProcess() = default;
   bool wait_for_exit(std::chrono::milliseconds timeout);
 
-  pid_t pid_ = -1;
+  Subprocess process_;
   Accel accel_ = Accel::kTcg;
   QemuPaths paths_;
   std::unique_ptr<QemuMonitor> monitor_;
-  std::optional<int> exit_status_;
 };
 
 }  // namespace vmpod::cpuserver

@@ -27,6 +27,8 @@ enum class MessageType : uint16_t {
   kVmmStopVm = 0x0303,
   kVmmListVms = 0x0304,
   kVmmListPods = 0x0305,
+  kVmmVmStats = 0x0306,
+  kVmmDropCache = 0x0307,
 };
 
 constexpr uint16_t wire(MessageType type) { return static_cast<uint16_t>(type); }

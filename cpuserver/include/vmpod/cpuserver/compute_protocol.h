@@ -1,5 +1,6 @@
-// Conversions between the compute pod's types and its protobuf-c messages,
-// shared by the compute pod's server and its client.
+// The compute pod's wire messages: conversions between its types and their
+// protobuf-c messages, for its server, its client, and the vmm, which
+// carries the same guest descriptions in its own protocol.
 #pragma once
 
 #include <string>

@@ -1,0 +1,57 @@
+// The vmpod command line: a table of verbs (main.cc), each registered by one
+// add_* function over CLI11. Verbs only parse flags and call the libraries.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include <vmpod/base/result.h>
+#include <vmpod/net/socket.h>
+
+namespace vmpod::cli {
+
+// Documented in docs/cli.md. Commands run in a guest (`run --command`,
+// `exec`) exit with that command's code instead; vmpod's own failures then
+// use kVmpodFailed, as container runtimes do.
+enum class ExitCode : int {
+  kOk = 0,
+  kFailure = 1,        // an operation failed; the message says why
+  kUsage = 2,          // bad flags or arguments
+  kGuestFailed = 3,    // the guest failed (QEMU died, a pod was lost)
+  kVmpodFailed = 125,  // vmpod failed around a guest command
+  kInterrupted = 130,  // stopped by SIGINT or SIGTERM, cleanly
+};
+
+// Each verb sets the process's exit code through this.
+struct Outcome {
+  ExitCode code = ExitCode::kOk;
+  int guest_exit = -1;  // the guest command's exit code, when there was one
+};
+
+void add_daemon_verbs(CLI::App& app, Outcome& outcome);
+void add_run_verb(CLI::App& app, Outcome& outcome);
+void add_vm_verbs(CLI::App& app, Outcome& outcome);
+
+// Shared by the verbs.
+void setup_logging(const std::string& name, bool verbose);
+// Prints "vmpod: <message>" to stderr and maps the error to an exit code.
+ExitCode report(const Error& error);
+Result<net::SocketAddress> vmm_address(const std::string& flag);
+// Blocks until SIGINT or SIGTERM (which the caller has blocked).
+int wait_for_stop_signal();
+// Blocks SIGINT and SIGTERM in every thread started from now on.
+void block_stop_signals();
+std::string default_image_dir();
+
+}  // namespace vmpod::cli
+
+#include <vmpod/cpuserver/compute_pod.h>
+#include <vmpod/vmm/vmm.h>
+
+namespace vmpod::cli {
+
+// Per-pod statistics of one guest, as `vmpod run` prints them on exit.
+void print_stats(const std::string& vm, const std::string& compute_pod, const cpuserver::GuestStats& stats);
+
+}  // namespace vmpod::cli

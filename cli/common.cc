@@ -1,0 +1,54 @@
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "cli.h"
+
+namespace vmpod::cli {
+
+void setup_logging(const std::string& name, bool verbose) {
+  auto logger = spdlog::stderr_color_mt(name);
+  logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %n %^%l%$: %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(verbose ? spdlog::level::debug : spdlog::level::info);
+}
+
+ExitCode report(const Error& error) {
+  std::fprintf(stderr, "vmpod: %s\n", error.message().c_str());
+  return error.code() == ErrorCode::kInvalidArgument ? ExitCode::kUsage : ExitCode::kFailure;
+}
+
+Result<net::SocketAddress> vmm_address(const std::string& flag) {
+  if (!flag.empty()) return net::parse_socket_address(flag);
+  if (const char* env = std::getenv("VMPOD_VMM")) return net::parse_socket_address(env);
+  return net::parse_socket_address("unix:/run/vmpod/vmm.sock");
+}
+
+void block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int wait_for_stop_signal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int signal = 0;
+  sigwait(&set, &signal);
+  return signal;
+}
+
+std::string default_image_dir() {
+  if (const char* env = std::getenv("VMPOD_IMAGE_DIR")) return env;
+  return VMPOD_IMAGE_DIR;
+}
+
+}  // namespace vmpod::cli

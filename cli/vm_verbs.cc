@@ -1,0 +1,135 @@
+// Verbs that act on VMs of a running vmm: ls, stop, stats, drop-cache, exec.
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include <vmpod/cpuserver/guest_agent.h>
+
+#include "cli.h"
+
+namespace vmpod::cli {
+
+namespace {
+
+struct VmFlags {
+  std::string vmm;
+  std::string vm;
+  bool json = false;
+  std::string command;
+  unsigned timeout = 600;
+};
+
+Result<std::unique_ptr<vmm::VmmClient>> connect(const VmFlags& flags) {
+  auto address = vmm_address(flags.vmm);
+  if (!address) return fail(address.error());
+  return vmm::VmmClient::connect(*address, std::chrono::seconds(5));
+}
+
+nlohmann::json vm_json(const vmm::VmRecord& vm) {
+  return {{"name", vm.name},
+          {"state", vm_state_name(vm.state)},
+          {"reason", vm.reason},
+          {"compute-pod", vm.compute_pod},
+          {"memory-pods", vm.memory_pods},
+          {"qemu-pid", vm.runtime.qemu_pid},
+          {"qmp-socket", vm.runtime.paths.qmp_socket},
+          {"serial-socket", vm.runtime.paths.serial_socket},
+          {"serial-log", vm.runtime.paths.serial_log},
+          {"agent-socket", vm.runtime.paths.agent_socket}};
+}
+
+ExitCode list(const VmFlags& flags) {
+  auto client = connect(flags);
+  if (!client) return report(client.error());
+  auto vms = (*client)->vms();
+  if (!vms) return report(vms.error());
+  if (flags.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& vm : *vms) out.push_back(vm_json(vm));
+    std::printf("%s\n", out.dump(2).c_str());
+    return ExitCode::kOk;
+  }
+  std::printf("%-16s %-10s %-8s %-20s %s\n", "NAME", "STATE", "COMPUTE", "MEMORY", "QMP");
+  for (const auto& vm : *vms) {
+    std::string memory;
+    for (const auto& pod : vm.memory_pods) memory += (memory.empty() ? "" : ",") + pod;
+    std::printf("%-16s %-10s %-8s %-20s %s\n", vm.name.c_str(), std::string(vm_state_name(vm.state)).c_str(),
+                vm.compute_pod.c_str(), memory.c_str(), vm.runtime.paths.qmp_socket.c_str());
+    if (!vm.reason.empty()) std::printf("  %s\n", vm.reason.c_str());
+  }
+  return ExitCode::kOk;
+}
+
+ExitCode stats(const VmFlags& flags) {
+  auto client = connect(flags);
+  if (!client) return report(client.error());
+  auto vm = (*client)->vm(flags.vm);
+  if (!vm) return report(vm.error());
+  auto stats = (*client)->vm_stats(flags.vm);
+  if (!stats) return report(stats.error());
+  print_stats(vm->name, vm->compute_pod, *stats);
+  return ExitCode::kOk;
+}
+
+ExitCode exec(const VmFlags& flags, Outcome& outcome) {
+  auto client = connect(flags);
+  if (!client) return report(client.error());
+  auto vm = (*client)->vm(flags.vm);
+  if (!vm) return report(vm.error());
+  auto agent = cpuserver::GuestAgent::connect(vm->runtime.paths.agent_socket, std::chrono::seconds(flags.timeout));
+  if (!agent) return report(agent.error()), ExitCode::kVmpodFailed;
+  auto result = (*agent)->run(flags.command, std::chrono::seconds(flags.timeout));
+  if (!result) return report(result.error()), ExitCode::kVmpodFailed;
+  std::fwrite(result->output.data(), 1, result->output.size(), stdout);
+  outcome.guest_exit = result->exit_code;
+  return ExitCode::kOk;
+}
+
+CLI::App* vm_verb(CLI::App& app, const char* name, const char* help, std::shared_ptr<VmFlags> flags) {
+  auto* cmd = app.add_subcommand(name, help);
+  cmd->add_option("--vmm", flags->vmm, "vmm control socket (default $VMPOD_VMM or unix:/run/vmpod/vmm.sock)");
+  return cmd;
+}
+
+}  // namespace
+
+void add_vm_verbs(CLI::App& app, Outcome& outcome) {
+  auto ls_flags = std::make_shared<VmFlags>();
+  auto* ls = vm_verb(app, "ls", "List VMs with their state, pods and QMP socket", ls_flags);
+  ls->add_flag("--json", ls_flags->json, "JSON for scripts");
+  ls->callback([ls_flags, &outcome] { outcome.code = list(*ls_flags); });
+
+  auto stop_flags = std::make_shared<VmFlags>();
+  auto* stop = vm_verb(app, "stop", "Stop a VM: QEMU ends, its regions are freed", stop_flags);
+  stop->add_option("vm", stop_flags->vm, "VM name")->required();
+  stop->callback([stop_flags, &outcome] {
+    auto client = connect(*stop_flags);
+    if (!client) return void(outcome.code = report(client.error()));
+    auto stopped = (*client)->stop_vm(stop_flags->vm);
+    if (!stopped) outcome.code = report(stopped.error());
+  });
+
+  auto stats_flags = std::make_shared<VmFlags>();
+  auto* stats_cmd = vm_verb(app, "stats", "Per-pod statistics of a VM", stats_flags);
+  stats_cmd->add_option("vm", stats_flags->vm, "VM name")->required();
+  stats_cmd->callback([stats_flags, &outcome] { outcome.code = stats(*stats_flags); });
+
+  auto drop_flags = std::make_shared<VmFlags>();
+  auto* drop = vm_verb(app, "drop-cache", "Write back and drop a VM's RAM cached on its compute pod", drop_flags);
+  drop->add_option("vm", drop_flags->vm, "VM name")->required();
+  drop->callback([drop_flags, &outcome] {
+    auto client = connect(*drop_flags);
+    if (!client) return void(outcome.code = report(client.error()));
+    auto dropped = (*client)->drop_cache(drop_flags->vm);
+    if (!dropped) outcome.code = report(dropped.error());
+  });
+
+  auto exec_flags = std::make_shared<VmFlags>();
+  auto* exec_cmd = vm_verb(app, "exec", "Run a shell command in a VM through its guest agent", exec_flags);
+  exec_cmd->add_option("vm", exec_flags->vm, "VM name")->required();
+  exec_cmd->add_option("command", exec_flags->command, "shell command")->required();
+  exec_cmd->add_option("--timeout", exec_flags->timeout, "seconds")->capture_default_str();
+  exec_cmd->callback([exec_flags, &outcome] { outcome.code = exec(*exec_flags, outcome); });
+}
+
+}  // namespace vmpod::cli

@@ -1,0 +1,33 @@
+// The lifecycle of a composed VM: one state machine, checked before any
+// action (Cloud Hypervisor's valid_transition), with an event on every change.
+#pragma once
+
+#include <string_view>
+
+#include <vmpod/base/result.h>
+
+namespace vmpod::vmm {
+
+enum class VmState {
+  kDefined,
+  kStarting,
+  kRunning,
+  kPaused,
+  kSnapshotting,
+  kMigrating,
+  kStopped,
+  kFailed,
+};
+
+inline constexpr VmState kAllVmStates[] = {
+    VmState::kDefined,      VmState::kStarting,  VmState::kRunning, VmState::kPaused,
+    VmState::kSnapshotting, VmState::kMigrating, VmState::kStopped, VmState::kFailed,
+};
+
+std::string_view vm_state_name(VmState state);
+Result<VmState> parse_vm_state(std::string_view name);
+bool valid_transition(VmState from, VmState to);
+// kWrongState naming both states when the move is not allowed.
+Status check_transition(VmState from, VmState to);
+
+}  // namespace vmpod::vmm

@@ -1,0 +1,107 @@
+// The vmm: knows its pods, composes a VM from one compute pod and N memory
+// pods, starts and stops it, and tracks its state. Every front end (the
+// control socket, the CLI, later QMP and libvirt) drives these calls.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <vmpod/base/result.h>
+#include <vmpod/cpuserver/compute_pod.h>
+#include <vmpod/net/fabric.h>
+#include <vmpod/net/socket.h>
+#include <vmpod/vmm/vm_state.h>
+
+namespace vmpod::vmm {
+
+enum class PodKind { kMemory, kCompute };
+std::string_view pod_kind_name(PodKind kind);
+Result<PodKind> parse_pod_kind(std::string_view name);
+
+struct PodRecord {
+  std::string pod_id;  // filled from the pod itself when registered
+  PodKind kind = PodKind::kMemory;
+  net::SocketAddress control;
+  bool healthy = true;
+  std::string reason;  // why it is not healthy
+};
+
+struct VmRequest {
+  cpuserver::GuestSpec guest;
+  unsigned memory_pod_count = 0;  // 0: every healthy memory pod
+  uint64_t stripe_bytes = 1u << 20;
+  uint64_t local_cache_bytes = 0;
+  net::FabricProvider provider = net::FabricProvider::kTcp;
+  std::string compute_pod;  // empty: the vmm chooses
+};
+
+struct VmRecord {
+  std::string name;
+  VmState state = VmState::kDefined;
+  std::string reason;
+  std::string compute_pod;
+  std::vector<std::string> memory_pods;
+  cpuserver::GuestRuntime runtime;
+};
+
+struct VmEvent {
+  std::string vm;
+  VmState from;
+  VmState to;
+  std::string reason;
+};
+
+struct VmmConfig {
+  net::SocketAddress control;
+  std::vector<PodRecord> pods;  // registered at start
+};
+
+class Vmm {
+ public:
+  static Result<std::unique_ptr<Vmm>> start(const VmmConfig& config);
+  ~Vmm();  // stops every VM it started
+
+  const net::SocketAddress& control_address() const;
+
+  Result<PodRecord> register_pod(const PodRecord& pod);
+  std::vector<PodRecord> pods() const;
+
+  Result<VmRecord> create_vm(const VmRequest& request);
+  Status stop_vm(const std::string& name);
+  Status drop_cache(const std::string& name);
+  Result<VmRecord> vm(const std::string& name) const;
+  std::vector<VmRecord> vms() const;
+  Result<cpuserver::GuestStats> vm_stats(const std::string& name);
+
+  // Called on every state change, from the vmm's threads.
+  void on_event(std::function<void(const VmEvent&)> listener);
+
+ private:
+  struct Impl;
+  explicit Vmm(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The vmm's control socket from a tool's side.
+class VmmClient {
+ public:
+  static Result<std::unique_ptr<VmmClient>> connect(const net::SocketAddress& control,
+                                                    std::chrono::milliseconds timeout);
+
+  Result<PodRecord> register_pod(const PodRecord& pod);
+  Result<std::vector<PodRecord>> pods();
+  Result<VmRecord> create_vm(const VmRequest& request);
+  Status stop_vm(const std::string& name);
+  Status drop_cache(const std::string& name);
+  Result<std::vector<VmRecord>> vms();
+  Result<VmRecord> vm(const std::string& name);
+  Result<cpuserver::GuestStats> vm_stats(const std::string& name);
+
+ private:
+  explicit VmmClient(std::unique_ptr<net::RpcClient> rpc) : rpc_(std::move(rpc)) {}
+  std::unique_ptr<net::RpcClient> rpc_;
+};
+
+}  // namespace vmpod::vmm

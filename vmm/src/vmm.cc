@@ -1,0 +1,483 @@
+#include <vmpod/vmm/vmm.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include <vmpod/cpuserver/compute_client.h>
+#include <vmpod/net/message.h>
+#include <vmpod/pods/protocol.h>
+#include <vmpod/pods/rpc.h>
+
+#include "memory.pb-c.h"
+#include "vmm_protocol.h"
+
+namespace vmpod::vmm {
+
+using pods::MessageType;
+
+std::string_view pod_kind_name(PodKind kind) { return kind == PodKind::kMemory ? "memory" : "compute"; }
+
+Result<PodKind> parse_pod_kind(std::string_view name) {
+  if (name == "memory") return PodKind::kMemory;
+  if (name == "compute") return PodKind::kCompute;
+  return fail(ErrorCode::kInvalidArgument, "unknown pod kind '" + std::string(name) + "'");
+}
+
+namespace {
+
+constexpr auto kConnectTimeout = std::chrono::seconds(3);
+constexpr auto kWatchPeriod = std::chrono::milliseconds(300);
+constexpr auto kPingTimeout = std::chrono::seconds(2);
+
+std::string empty_reply() {
+  Vmpod__Pods__Empty empty = VMPOD__PODS__EMPTY__INIT;
+  return net::pack_message(empty.base);
+}
+
+// A pod as the vmm holds it: its record and a live control connection.
+struct Pod {
+  PodRecord record;
+  std::unique_ptr<net::RpcClient> memory;                 // kMemory
+  std::unique_ptr<cpuserver::ComputePodClient> compute;   // kCompute
+  std::mutex call_mutex;  // one control call at a time per pod
+};
+
+Result<std::string> memory_pod_id(net::RpcClient& rpc) {
+  Vmpod__Pods__Empty request = VMPOD__PODS__EMPTY__INIT;
+  auto reply = pods::rpc_call<Vmpod__Pods__MemStatsReply>(rpc, MessageType::kMemStats, request.base,
+                                                          vmpod__pods__mem_stats_reply__descriptor,
+                                                          kPingTimeout);
+  if (!reply) return fail(reply.error());
+  return std::string((*reply)->pod_id);
+}
+
+}  // namespace
+
+struct Vmm::Impl {
+  VmmConfig config;
+  mutable std::mutex mutex;
+  std::map<std::string, std::shared_ptr<Pod>> pods;
+  std::map<std::string, VmRecord> vms;
+  std::vector<std::function<void(const VmEvent&)>> listeners;
+  std::unique_ptr<net::RpcServer> control;
+  std::mutex stop_mutex;
+  std::condition_variable stop_wake;
+  bool stopping = false;
+  std::thread watcher;
+
+  // Moves a VM to a new state through the one transition table; the caller
+  // holds `mutex`. Listeners run after the lock is dropped.
+  Result<VmEvent> transition(VmRecord& vm, VmState to, std::string reason) {
+    VMPOD_TRY_CTX(check_transition(vm.state, to), vm.name);
+    VmEvent event{vm.name, vm.state, to, reason};
+    vm.state = to;
+    vm.reason = std::move(reason);
+    return event;
+  }
+
+  void publish(const VmEvent& event) {
+    spdlog::log(event.to == VmState::kFailed ? spdlog::level::err : spdlog::level::info,
+                "vm {}: {} -> {}{}{}", event.vm, vm_state_name(event.from), vm_state_name(event.to),
+                event.reason.empty() ? "" : ": ", event.reason);
+    std::vector<std::function<void(const VmEvent&)>> copy;
+    {
+      std::lock_guard lock(mutex);
+      copy = listeners;
+    }
+    for (auto& listener : copy) listener(event);
+  }
+
+  // Changes state if allowed and publishes; a disallowed change (the VM
+  // moved on meanwhile) is dropped quietly.
+  void move(const std::string& name, VmState to, std::string reason) {
+    std::optional<VmEvent> event;
+    {
+      std::lock_guard lock(mutex);
+      auto it = vms.find(name);
+      if (it == vms.end() || it->second.state == to) return;
+      auto moved = transition(it->second, to, std::move(reason));
+      if (moved) event = *moved;
+    }
+    if (event) publish(*event);
+  }
+
+  Status connect_pod(Pod& pod) {
+    if (pod.record.kind == PodKind::kMemory) {
+      auto rpc = net::RpcClient::connect(pod.record.control, kConnectTimeout);
+      if (!rpc) return fail(rpc.error());
+      auto id = memory_pod_id(**rpc);
+      if (!id) return fail(id.error());
+      if (pod.record.pod_id.empty()) pod.record.pod_id = *id;
+      pod.memory = std::move(*rpc);
+    } else {
+      auto client = cpuserver::ComputePodClient::connect(pod.record.control, kConnectTimeout);
+      if (!client) return fail(client.error());
+      auto status = (*client)->status();
+      if (!status) return fail(status.error());
+      if (pod.record.pod_id.empty()) pod.record.pod_id = status->pod_id;
+      pod.compute = std::move(*client);
+    }
+    return {};
+  }
+
+  Result<PodRecord> register_pod(const PodRecord& record) {
+    auto pod = std::make_shared<Pod>();
+    pod->record = record;
+    pod->record.pod_id.clear();
+    VMPOD_TRY_CTX(connect_pod(*pod), "pod " + record.control.to_string());
+    pod->record.healthy = true;
+    std::lock_guard lock(mutex);
+    if (pods.count(pod->record.pod_id)) {
+      return fail(ErrorCode::kAlreadyExists, "pod '" + pod->record.pod_id + "' is registered");
+    }
+    pods[pod->record.pod_id] = pod;
+    spdlog::info("vmm: {} pod {} at {}", pod_kind_name(record.kind), pod->record.pod_id,
+                 record.control.to_string());
+    return pod->record;
+  }
+
+  std::vector<PodRecord> pod_records() const {
+    std::lock_guard lock(mutex);
+    std::vector<PodRecord> out;
+    for (const auto& [id, pod] : pods) out.push_back(pod->record);
+    return out;
+  }
+
+  // How many live VMs use each pod: placement spreads load by this count.
+  std::map<std::string, unsigned> pod_load() const {
+    std::map<std::string, unsigned> load;
+    for (const auto& [name, vm] : vms) {
+      if (vm.state == VmState::kStopped || vm.state == VmState::kFailed) continue;
+      ++load[vm.compute_pod];
+      for (const auto& pod : vm.memory_pods) ++load[pod];
+    }
+    return load;
+  }
+
+  Result<std::vector<std::shared_ptr<Pod>>> place(const VmRequest& request) {
+    auto load = pod_load();
+    std::vector<std::shared_ptr<Pod>> memory, compute;
+    for (const auto& [id, pod] : pods) {
+      if (!pod->record.healthy) continue;
+      (pod->record.kind == PodKind::kMemory ? memory : compute).push_back(pod);
+    }
+    auto by_load = [&](const auto& a, const auto& b) {
+      return load[a->record.pod_id] < load[b->record.pod_id];
+    };
+    std::stable_sort(memory.begin(), memory.end(), by_load);
+    std::stable_sort(compute.begin(), compute.end(), by_load);
+    if (!request.compute_pod.empty()) {
+      auto it = std::find_if(compute.begin(), compute.end(),
+                             [&](const auto& pod) { return pod->record.pod_id == request.compute_pod; });
+      if (it == compute.end()) {
+        return fail(ErrorCode::kNotFound, "no healthy compute pod '" + request.compute_pod + "'");
+      }
+      compute = {*it};
+    }
+    if (compute.empty()) return fail(ErrorCode::kUnavailable, "no healthy compute pod");
+    size_t wanted = request.memory_pod_count == 0 ? memory.size() : request.memory_pod_count;
+    if (memory.empty() || memory.size() < wanted) {
+      return fail(ErrorCode::kUnavailable, "wanted " + std::to_string(wanted) +
+                                               " memory pods, " + std::to_string(memory.size()) +
+                                               " healthy");
+    }
+    memory.resize(wanted);
+    // Stripe order follows the pod ids, so a placement reads the same in `ls`.
+    std::sort(memory.begin(), memory.end(),
+              [](const auto& a, const auto& b) { return a->record.pod_id < b->record.pod_id; });
+    std::vector<std::shared_ptr<Pod>> chosen = {compute.front()};
+    chosen.insert(chosen.end(), memory.begin(), memory.end());
+    return chosen;
+  }
+
+  Result<VmRecord> create_vm(const VmRequest& request) {
+    const std::string& name = request.guest.name;
+    std::shared_ptr<Pod> compute;
+    cpuserver::MemoryPlacement placement;
+    std::optional<VmEvent> starting;
+    {
+      std::lock_guard lock(mutex);
+      auto existing = vms.find(name);
+      if (existing != vms.end() && existing->second.state != VmState::kStopped &&
+          existing->second.state != VmState::kFailed) {
+        return fail(ErrorCode::kAlreadyExists, "vm '" + name + "' is " +
+                                                   std::string(vm_state_name(existing->second.state)));
+      }
+      auto chosen = place(request);
+      if (!chosen) return fail(chosen.error().context("vm " + name));
+      compute = chosen->front();
+      VmRecord vm;
+      vm.name = name;
+      vm.compute_pod = compute->record.pod_id;
+      for (size_t i = 1; i < chosen->size(); ++i) {
+        vm.memory_pods.push_back((*chosen)[i]->record.pod_id);
+        placement.memory_pods.push_back((*chosen)[i]->record.control);
+      }
+      auto moved = transition(vm, VmState::kStarting, "");
+      if (!moved) return fail(moved.error());
+      starting = *moved;
+      vms[name] = vm;
+    }
+    publish(*starting);
+    placement.fabric.provider = request.provider;
+    placement.stripe_bytes = request.stripe_bytes;
+    placement.local_cache_bytes = request.local_cache_bytes;
+    Result<cpuserver::GuestRuntime> runtime = [&]() -> Result<cpuserver::GuestRuntime> {
+      std::lock_guard call(compute->call_mutex);
+      if (!compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
+      return compute->compute->launch(request.guest, placement);
+    }();
+    if (!runtime) {
+      move(name, VmState::kFailed, runtime.error().message());
+      return fail(runtime.error().context("vm " + name));
+    }
+    {
+      std::lock_guard lock(mutex);
+      vms[name].runtime = *runtime;
+    }
+    move(name, VmState::kRunning, "");
+    return vm(name);
+  }
+
+  Result<VmRecord> vm(const std::string& name) const {
+    std::lock_guard lock(mutex);
+    auto it = vms.find(name);
+    if (it == vms.end()) return fail(ErrorCode::kNotFound, "no vm named '" + name + "'");
+    return it->second;
+  }
+
+  Result<std::shared_ptr<Pod>> compute_of(const std::string& name) {
+    std::lock_guard lock(mutex);
+    auto it = vms.find(name);
+    if (it == vms.end()) return fail(ErrorCode::kNotFound, "no vm named '" + name + "'");
+    auto pod = pods.find(it->second.compute_pod);
+    if (pod == pods.end()) return fail(ErrorCode::kUnavailable, "compute pod of '" + name + "' is gone");
+    return pod->second;
+  }
+
+  Status stop_vm(const std::string& name) {
+    auto current = vm(name);
+    if (!current) return fail(current.error());
+    if (current->state == VmState::kStopped) return {};
+    VMPOD_TRY_CTX(check_transition(current->state, VmState::kStopped), "stop");
+    auto compute = compute_of(name);
+    if (compute) {
+      std::lock_guard call((*compute)->call_mutex);
+      if ((*compute)->compute) {
+        auto stopped = (*compute)->compute->stop(name);
+        if (!stopped && stopped.error().code() != ErrorCode::kNotFound) return fail(stopped.error());
+      }
+    }
+    move(name, VmState::kStopped, current->state == VmState::kFailed ? current->reason : "stopped on request");
+    return {};
+  }
+
+  template <class Call>
+  auto on_compute(const std::string& name, Call call) -> decltype(call(std::declval<cpuserver::ComputePodClient&>())) {
+    auto compute = compute_of(name);
+    if (!compute) return fail(compute.error());
+    std::lock_guard lock((*compute)->call_mutex);
+    if (!(*compute)->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
+    return call(*(*compute)->compute);
+  }
+
+  // One round of health checks: each pod answers or is marked lost, and the
+  // VMs that depend on a lost pod, or that their compute pod reports ended,
+  // change state with the reason.
+  void watch_once() {
+    std::vector<std::shared_ptr<Pod>> all;
+    {
+      std::lock_guard lock(mutex);
+      for (const auto& [id, pod] : pods) all.push_back(pod);
+    }
+    for (const auto& pod : all) {
+      std::lock_guard call(pod->call_mutex);
+      Status health;
+      std::vector<cpuserver::GuestRuntime> guests;
+      bool connected = pod->record.kind == PodKind::kMemory ? pod->memory && pod->memory->connected()
+                                                            : pod->compute && pod->compute->connected();
+      if (!connected) health = connect_pod(*pod);
+      if (health && pod->record.kind == PodKind::kMemory) {
+        auto id = memory_pod_id(*pod->memory);
+        if (!id) health = fail(id.error());
+      } else if (health) {
+        auto status = pod->compute->status();
+        if (!status) health = fail(status.error());
+        else guests = status->guests;
+      }
+      update_pod(*pod, health, guests);
+    }
+  }
+
+  void update_pod(Pod& pod, const Status& health, const std::vector<cpuserver::GuestRuntime>& guests) {
+    std::vector<std::pair<std::string, std::pair<VmState, std::string>>> changes;
+    {
+      std::lock_guard lock(mutex);
+      bool was_healthy = pod.record.healthy;
+      pod.record.healthy = static_cast<bool>(health);
+      pod.record.reason = health ? "" : health.error().message();
+      if (was_healthy && !health) {
+        spdlog::error("vmm: {} pod {} lost: {}", pod_kind_name(pod.record.kind), pod.record.pod_id,
+                      pod.record.reason);
+      }
+      for (auto& [name, vm] : vms) {
+        bool live = vm.state != VmState::kStopped && vm.state != VmState::kFailed &&
+                    vm.state != VmState::kDefined && vm.state != VmState::kStarting;
+        if (!live) continue;
+        bool uses = vm.compute_pod == pod.record.pod_id ||
+                    std::count(vm.memory_pods.begin(), vm.memory_pods.end(), pod.record.pod_id);
+        if (!uses) continue;
+        if (!health) {
+          changes.push_back({name, {VmState::kFailed, std::string(pod_kind_name(pod.record.kind)) +
+                                                          " pod " + pod.record.pod_id + " lost: " +
+                                                          pod.record.reason}});
+          continue;
+        }
+        if (pod.record.kind != PodKind::kCompute) continue;
+        for (const auto& guest : guests) {
+          if (guest.name != name) continue;
+          if (guest.state == cpuserver::GuestState::kFailed) {
+            changes.push_back({name, {VmState::kFailed, guest.reason}});
+          } else if (guest.state == cpuserver::GuestState::kStopped) {
+            changes.push_back({name, {VmState::kStopped, guest.reason}});
+          }
+        }
+      }
+    }
+    for (auto& [name, change] : changes) move(name, change.first, change.second);
+  }
+
+  void watch_loop() {
+    std::unique_lock lock(stop_mutex);
+    while (!stopping) {
+      lock.unlock();
+      watch_once();
+      lock.lock();
+      stop_wake.wait_for(lock, kWatchPeriod, [&] { return stopping; });
+    }
+  }
+
+  std::vector<VmRecord> all_vms() const {
+    std::lock_guard lock(mutex);
+    std::vector<VmRecord> out;
+    for (const auto& [name, vm] : vms) out.push_back(vm);
+    return out;
+  }
+
+  Result<std::string> named(const net::Frame& frame, std::string& name) {
+    auto request = net::unpack<Vmpod__Pods__VmName>(vmpod__pods__vm_name__descriptor, frame.body);
+    if (!request) return fail(request.error());
+    name = (*request)->name;
+    return std::string();
+  }
+
+  Result<std::string> handle(const net::Frame& frame) {
+    std::string name;
+    switch (static_cast<MessageType>(frame.type)) {
+      case MessageType::kVmmRegisterPod: {
+        auto request = net::unpack<Vmpod__Pods__RegisterPodRequest>(
+            vmpod__pods__register_pod_request__descriptor, frame.body);
+        if (!request) return fail(request.error());
+        auto pod = pod_from((*request)->pod);
+        if (!pod) return fail(pod.error());
+        auto registered = register_pod(*pod);
+        if (!registered) return fail(registered.error());
+        return pack_pod_list({*registered});
+      }
+      case MessageType::kVmmListPods: return pack_pod_list(pod_records());
+      case MessageType::kVmmCreateVm: {
+        auto request = create_vm_from(frame.body);
+        if (!request) return fail(request.error());
+        auto created = create_vm(*request);
+        if (!created) return fail(created.error());
+        return pack_vm_list({*created});
+      }
+      case MessageType::kVmmListVms: return pack_vm_list(all_vms());
+      case MessageType::kVmmStopVm: {
+        auto parsed = named(frame, name);
+        if (!parsed) return parsed;
+        auto stopped = stop_vm(name);
+        if (!stopped) return fail(stopped.error());
+        return empty_reply();
+      }
+      case MessageType::kVmmDropCache: {
+        auto parsed = named(frame, name);
+        if (!parsed) return parsed;
+        auto dropped = on_compute(name, [&](auto& pod) { return pod.drop_cache(name); });
+        if (!dropped) return fail(dropped.error());
+        return empty_reply();
+      }
+      case MessageType::kVmmVmStats: {
+        auto parsed = named(frame, name);
+        if (!parsed) return parsed;
+        auto stats = on_compute(name, [&](auto& pod) { return pod.stats(name); });
+        if (!stats) return fail(stats.error());
+        return cpuserver::pack_stats(name, *stats);
+      }
+      default:
+        return fail(ErrorCode::kInvalidArgument, "unknown message type " + std::to_string(frame.type));
+    }
+  }
+};
+
+Vmm::Vmm(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Vmm>> Vmm::start(const VmmConfig& config) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  for (const auto& pod : config.pods) {
+    auto registered = impl->register_pod(pod);
+    if (!registered) return fail(registered.error().context("vmm"));
+  }
+  Impl* raw = impl.get();
+  auto control = net::RpcServer::start(
+      config.control, [raw](const net::Frame& frame, const net::PeerInfo&) { return raw->handle(frame); });
+  if (!control) return fail(control.error().context("vmm"));
+  impl->control = std::move(*control);
+  impl->watcher = std::thread([raw] { raw->watch_loop(); });
+  spdlog::info("vmm: serving on {}", impl->control->address().to_string());
+  return std::unique_ptr<Vmm>(new Vmm(std::move(impl)));
+}
+
+Vmm::~Vmm() {
+  impl_->control.reset();
+  {
+    std::lock_guard lock(impl_->stop_mutex);
+    impl_->stopping = true;
+  }
+  impl_->stop_wake.notify_all();
+  impl_->watcher.join();
+  for (const auto& vm : impl_->all_vms()) {
+    if (vm.state == VmState::kStopped) continue;
+    auto stopped = impl_->stop_vm(vm.name);
+    if (!stopped) spdlog::warn("vmm: stopping {}: {}", vm.name, stopped.error().to_string());
+  }
+}
+
+const net::SocketAddress& Vmm::control_address() const { return impl_->control->address(); }
+Result<PodRecord> Vmm::register_pod(const PodRecord& pod) { return impl_->register_pod(pod); }
+std::vector<PodRecord> Vmm::pods() const { return impl_->pod_records(); }
+Result<VmRecord> Vmm::create_vm(const VmRequest& request) { return impl_->create_vm(request); }
+Status Vmm::stop_vm(const std::string& name) { return impl_->stop_vm(name); }
+Result<VmRecord> Vmm::vm(const std::string& name) const { return impl_->vm(name); }
+std::vector<VmRecord> Vmm::vms() const { return impl_->all_vms(); }
+
+Status Vmm::drop_cache(const std::string& name) {
+  return impl_->on_compute(name, [&](auto& pod) { return pod.drop_cache(name); });
+}
+
+Result<cpuserver::GuestStats> Vmm::vm_stats(const std::string& name) {
+  return impl_->on_compute(name, [&](auto& pod) { return pod.stats(name); });
+}
+
+void Vmm::on_event(std::function<void(const VmEvent&)> listener) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->listeners.push_back(std::move(listener));
+}
+
+}  // namespace vmpod::vmm

@@ -1,0 +1,135 @@
+#include "vmm_protocol.h"
+
+#include <vmpod/net/message.h>
+
+namespace vmpod::vmm {
+
+namespace {
+
+char* c_str(const std::string& s) { return const_cast<char*>(s.c_str()); }
+
+// Holds everything a VmInfo message points into; never moved.
+struct VmInfoMessage {
+  explicit VmInfoMessage(const VmRecord& vm)
+      : vm_(vm), state_(vm_state_name(vm.state)), runtime_(vm.runtime) {
+    for (const auto& pod : vm_.memory_pods) pods_.push_back(c_str(pod));
+    message.name = c_str(vm_.name);
+    message.state = c_str(state_);
+    message.reason = c_str(vm_.reason);
+    message.compute_pod = c_str(vm_.compute_pod);
+    message.n_memory_pods = pods_.size();
+    message.memory_pods = pods_.data();
+    message.runtime = &runtime_.message;
+  }
+  VmInfoMessage(const VmInfoMessage&) = delete;
+  VmInfoMessage& operator=(const VmInfoMessage&) = delete;
+  Vmpod__Pods__VmInfo message = VMPOD__PODS__VM_INFO__INIT;
+
+ private:
+  VmRecord vm_;
+  std::string state_;
+  cpuserver::RuntimeMessage runtime_;
+  std::vector<char*> pods_;
+};
+
+}  // namespace
+
+PodEntryMessage::PodEntryMessage(const PodRecord& pod)
+    : pod_(pod), kind_(pod_kind_name(pod.kind)), control_(pod.control.to_string()) {
+  message.pod_id = c_str(pod_.pod_id);
+  message.kind = c_str(kind_);
+  message.control = c_str(control_);
+  message.healthy = pod_.healthy;
+  message.reason = c_str(pod_.reason);
+}
+
+Result<PodRecord> pod_from(const Vmpod__Pods__PodEntry* message) {
+  if (message == nullptr) return fail(ErrorCode::kInvalidArgument, "missing pod");
+  PodRecord pod;
+  pod.pod_id = message->pod_id;
+  auto kind = parse_pod_kind(message->kind);
+  if (!kind) return fail(kind.error());
+  pod.kind = *kind;
+  auto control = net::parse_socket_address(message->control);
+  if (!control) return fail(control.error());
+  pod.control = *control;
+  pod.healthy = message->healthy;
+  pod.reason = message->reason;
+  return pod;
+}
+
+std::string pack_pod_list(const std::vector<PodRecord>& pods) {
+  std::deque<PodEntryMessage> messages;
+  std::vector<Vmpod__Pods__PodEntry*> pointers;
+  for (const auto& pod : pods) pointers.push_back(&messages.emplace_back(pod).message);
+  Vmpod__Pods__PodList list = VMPOD__PODS__POD_LIST__INIT;
+  list.n_pods = pointers.size();
+  list.pods = pointers.data();
+  return net::pack_message(list.base);
+}
+
+std::string pack_create_vm(const VmRequest& request) {
+  cpuserver::GuestSpecMessage guest(request.guest);
+  std::string provider(net::fabric_provider_name(request.provider));
+  Vmpod__Pods__CreateVmRequest message = VMPOD__PODS__CREATE_VM_REQUEST__INIT;
+  message.guest = &guest.message;
+  message.memory_pod_count = request.memory_pod_count;
+  message.stripe_bytes = request.stripe_bytes;
+  message.local_cache_bytes = request.local_cache_bytes;
+  message.provider = provider.data();
+  message.compute_pod = c_str(request.compute_pod);
+  return net::pack_message(message.base);
+}
+
+Result<VmRequest> create_vm_from(std::string_view body) {
+  auto message = net::unpack<Vmpod__Pods__CreateVmRequest>(vmpod__pods__create_vm_request__descriptor, body);
+  if (!message) return fail(message.error());
+  VmRequest request;
+  auto guest = cpuserver::guest_spec_from((*message)->guest);
+  if (!guest) return fail(guest.error());
+  request.guest = *guest;
+  request.memory_pod_count = (*message)->memory_pod_count;
+  if ((*message)->stripe_bytes != 0) request.stripe_bytes = (*message)->stripe_bytes;
+  request.local_cache_bytes = (*message)->local_cache_bytes;
+  auto provider = net::parse_fabric_provider((*message)->provider[0] ? (*message)->provider : "tcp");
+  if (!provider) return fail(provider.error());
+  request.provider = *provider;
+  request.compute_pod = (*message)->compute_pod;
+  return request;
+}
+
+std::string pack_vm_list(const std::vector<VmRecord>& vms) {
+  std::deque<VmInfoMessage> messages;
+  std::vector<Vmpod__Pods__VmInfo*> pointers;
+  for (const auto& vm : vms) pointers.push_back(&messages.emplace_back(vm).message);
+  Vmpod__Pods__VmList list = VMPOD__PODS__VM_LIST__INIT;
+  list.n_vms = pointers.size();
+  list.vms = pointers.data();
+  return net::pack_message(list.base);
+}
+
+Result<std::vector<VmRecord>> vm_list_from(std::string_view body) {
+  auto message = net::unpack<Vmpod__Pods__VmList>(vmpod__pods__vm_list__descriptor, body);
+  if (!message) return fail(message.error());
+  std::vector<VmRecord> out;
+  for (size_t i = 0; i < (*message)->n_vms; ++i) {
+    const Vmpod__Pods__VmInfo* info = (*message)->vms[i];
+    VmRecord vm;
+    vm.name = info->name;
+    auto state = parse_vm_state(info->state);
+    if (!state) return fail(state.error());
+    vm.state = *state;
+    vm.reason = info->reason;
+    vm.compute_pod = info->compute_pod;
+    for (size_t j = 0; j < info->n_memory_pods; ++j) vm.memory_pods.push_back(info->memory_pods[j]);
+    if (info->runtime != nullptr) {
+      auto runtime = cpuserver::runtime_from(info->runtime);
+      if (!runtime) return fail(runtime.error());
+      vm.runtime = *runtime;
+    }
+    out.push_back(std::move(vm));
+  }
+  return out;
+}
+
+}  // namespace vmpod::vmm
