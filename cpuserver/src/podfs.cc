@@ -736,11 +736,6 @@ Result<std::unique_ptr<Podfs>> Podfs::mount(const PodfsConfig& config) {
     fuse_session_destroy(impl->session);
     return fail(ErrorCode::kUnavailable, "podfs: cannot mount on " + config.mountpoint);
   }
-  struct stat st {};
-  ::stat(config.mountpoint.c_str(), &st);
-  impl->device = st.st_dev;
-  impl->tune_bdi();
-
   Impl* raw = impl.get();
   impl->loop = std::thread([raw] {
     fuse_loop_config* loop_config = fuse_loop_cfg_create();
@@ -749,6 +744,11 @@ Result<std::unique_ptr<Podfs>> Podfs::mount(const PodfsConfig& config) {
     fuse_session_loop_mt(raw->session, loop_config);
     fuse_loop_cfg_destroy(loop_config);
   });
+  // stat() of the mount is a GETATTR: only now is anyone there to answer it.
+  struct stat st {};
+  ::stat(config.mountpoint.c_str(), &st);
+  impl->device = st.st_dev;
+  impl->tune_bdi();
   impl->evictor = std::thread([raw] { raw->evict_loop(); });
   spdlog::info("podfs: mounted {} over {} memory pods, stripe {} KiB, cache limit {} MiB",
                config.mountpoint, config.memory_pods.size(), config.stripe_bytes >> 10,
