@@ -114,6 +114,7 @@ struct Podfs::Impl {
 
   std::mutex evict_mutex;
   std::condition_variable evict_wake;
+  std::condition_variable evicted;  // the evictor made progress
   bool stopping = false;
   std::thread evictor;
 
@@ -244,9 +245,21 @@ struct Podfs::Impl {
         if (rc != 0 && rc != -ENOENT) spdlog::warn("podfs: evicting chunk failed: {}", strerror(-rc));
         evictions.fetch_add(1, std::memory_order_relaxed);
         bytes_evicted.fetch_add(chunk.length, std::memory_order_relaxed);
+        evicted.notify_all();
       }
       lock.lock();
     }
+  }
+
+  // Backpressure: a READ that would grow a cache already over its bound
+  // waits a little for the evictor. Only a little: the evictor's own
+  // write-backs are served by these same workers, so waiting without end
+  // could deadlock.
+  void wait_for_room() {
+    if (!cache.over_limit()) return;
+    evict_wake.notify_one();
+    std::unique_lock lock(evict_mutex);
+    evicted.wait_for(lock, std::chrono::milliseconds(50), [&] { return stopping || !cache.over_limit(); });
   }
 
   void reply_status(fuse_req_t req, const Status& status) {
@@ -514,6 +527,7 @@ struct Podfs::Impl {
     uint64_t offset = static_cast<uint64_t>(off);
     if (offset >= file_size) return (void)fuse_reply_buf(req, nullptr, 0);
     size = std::min<uint64_t>({size, file_size - offset, kMaxIo});
+    self->wait_for_room();
     thread_local std::vector<std::byte> buffer;
     buffer.resize(size);
     bool remote = data->written.any(offset, size);

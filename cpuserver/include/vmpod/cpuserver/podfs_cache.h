@@ -1,8 +1,14 @@
 // The local cache bound of a compute pod. Every page of guest RAM that the
 // host caches was first fetched by a podfs READ (even a first write READs
 // the page), so podfs accounts cached bytes by what it fetched, in 1 MiB
-// chunks, and evicts the oldest chunks once over the limit. The kernel,
-// told to drop a chunk, writes its dirty pages back first.
+// chunks, and evicts chunks once over the limit. The kernel, told to drop a
+// chunk, writes its dirty pages back first.
+//
+// podfs never sees hits on cached pages, only misses, so the policy is 2Q
+// on misses: a chunk fetched for the first time is on probation; a chunk
+// fetched again soon after its eviction (it is in the ghost list) is hot
+// and goes to the protected list. Probation is evicted first, so a guest
+// scanning a large buffer does not push its kernel's pages out.
 #pragma once
 
 #include <cstdint>
@@ -52,12 +58,21 @@ class PodfsCache {
   struct Entry {
     Key key;
     uint64_t bytes;
+    bool hot;
   };
+  using List = std::list<Entry>;
+
+  void evict_front(List& list, std::vector<CacheChunk>& out);
+  void remember_evicted(const Key& key);
 
   const uint64_t limit_;
   mutable std::mutex mutex_;
-  std::list<Entry> fifo_;  // oldest first
-  std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
+  List probation_;  // oldest first
+  List protected_;  // oldest first
+  uint64_t protected_bytes_ = 0;
+  std::unordered_map<Key, List::iterator, KeyHash> index_;
+  std::list<Key> ghosts_;  // recently evicted, oldest first
+  std::unordered_map<Key, std::list<Key>::iterator, KeyHash> ghost_index_;
   uint64_t cached_ = 0;
 };
 
