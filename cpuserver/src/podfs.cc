@@ -216,6 +216,10 @@ struct Podfs::Impl {
   }
 
   Status io(bool write, FileData& data, uint64_t offset, std::span<std::byte> buffer) {
+    if (config.null_store) {
+      if (!write) std::memset(buffer.data(), 0, buffer.size());
+      return {};
+    }
     for (const StripeExtent& e : layout.map(offset, buffer.size())) {
       auto piece = buffer.subspan(e.file_offset - offset, e.length);
       if (write) {
@@ -594,6 +598,7 @@ struct Podfs::Impl {
       // Pages no longer written read as zeros locally; the pods drop theirs.
       data->written.clear(offset, end - offset);
       Status status;
+      if (self->config.null_store) return self->reply_status(req, status);
       for (const StripeExtent& e : self->layout.map(offset, end - offset)) {
         status = self->pods[e.pod]->discard(data->regions[e.pod], e.pod_offset, e.length);
         if (!status) break;
@@ -719,7 +724,11 @@ struct Podfs::Impl {
 Podfs::Podfs(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Podfs>> Podfs::mount(const PodfsConfig& config) {
-  auto layout = StripeLayout::create(config.memory_pods.size(), config.stripe_bytes);
+  if (config.null_store != config.memory_pods.empty()) {
+    return fail(ErrorCode::kInvalidArgument,
+                config.null_store ? "podfs: a null store has no memory pods" : "podfs: no memory pods");
+  }
+  auto layout = StripeLayout::create(std::max<size_t>(1, config.memory_pods.size()), config.stripe_bytes);
   if (!layout) return fail(layout.error().context("podfs"));
   auto impl = std::make_unique<Impl>(config, *layout);
   pods::MemoryPodClient::Options options;

@@ -29,6 +29,9 @@ struct PodfsConfig {
   bool allow_other = false;        // needed when QEMU runs as another user (libvirt)
   std::string owner = "podfs";     // recorded with every region it creates
   unsigned max_threads = 32;
+  // The FUSE floor for benchmarks: no memory pods, every READ answered with
+  // zeros and every WRITE dropped, without touching any network.
+  bool null_store = false;
 };
 
 struct PodfsStats {
