@@ -63,7 +63,7 @@ Result<vmm::VmRequest> vm_request(const RunFlags& flags) {
   if (!accel) return fail(accel.error());
   guest.accel = *accel;
   std::string images = default_image_dir();
-  guest.kernel = flags.kernel.empty() ? images + "/vmlinuz" : flags.kernel;
+  guest.kernel = flags.kernel.empty() ? images + "/vmlinux" : flags.kernel;
   guest.initrd = flags.initrd.empty() ? images + "/initramfs.cpio.gz" : flags.initrd;
   for (const auto& file : {guest.kernel, guest.initrd}) {
     if (!std::filesystem::exists(file)) {

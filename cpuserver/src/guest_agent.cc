@@ -97,9 +97,14 @@ Result<GuestCommandResult> GuestAgent::run(const std::string& command,
     words >> kind >> line_id >> value;
     if (line_id != id) continue;
     if (kind == "output") {
-      auto decoded = base64_decode(value);
+      // "-" is no output; "truncated N" follows when the agent kept only
+      // the first 64 KiB of N bytes.
+      auto decoded = value == "-" ? std::optional<std::string>("") : base64_decode(value);
       if (!decoded) return fail(ErrorCode::kInternal, "guest agent: malformed output line");
       result.output += *decoded;
+      std::string more, total;
+      words >> more >> total;
+      if (more == "truncated") result.output += "\n[output cut: " + total + " bytes in all]\n";
     } else if (kind == "exit") {
       result.exit_code = std::atoi(value.c_str());
       return result;

@@ -49,7 +49,7 @@ std::unique_ptr<BootedGuest> boot_guest(const std::string& test, const GuestOpti
   request.guest.memory_bytes = options.memory_bytes;
   request.guest.accel = cpuserver::Accel::kTcg;
   std::string images = env("VMPOD_IMAGE_DIR");
-  request.guest.kernel = images + "/vmlinuz";
+  request.guest.kernel = images + "/vmlinux";
   request.guest.initrd = images + "/initramfs.cpio.gz";
   request.guest.append = "console=ttyS0 panic=-1 quiet";
   request.memory_pod_count = options.memory_pods;
