@@ -7,6 +7,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -61,6 +65,30 @@ void send_bad(const net::SocketAddress& address, const std::string& input) {
   }
 }
 
+// The TCP ports a process listens on: its control socket is unix, so these
+// are the libfabric tcp provider's listeners, the memory pod's page port.
+std::vector<uint16_t> listening_ports(pid_t pid) {
+  std::set<std::string> inodes;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    std::error_code ec;
+    std::string target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  std::vector<uint16_t> ports;
+  std::ifstream table("/proc/net/tcp");
+  std::string line;
+  std::getline(table, line);
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+    fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+    if (state == "0A" && inodes.count(inode)) {
+      ports.push_back(static_cast<uint16_t>(std::stoul(local.substr(local.find(':') + 1), nullptr, 16)));
+    }
+  }
+  return ports;
+}
+
 }  // namespace
 
 Test(bad_input, every_daemon_survives_malformed_control_frames, .timeout = 120) {
@@ -72,6 +100,15 @@ Test(bad_input, every_daemon_survives_malformed_control_frames, .timeout = 120) 
 
   for (const auto& address : daemons) {
     for (const auto& input : bad_inputs()) send_bad(address, input);
+  }
+  // The same bad input on every memory pod's fabric port.
+  for (size_t i = 0; i < cluster->memory_pod_addresses().size(); ++i) {
+    auto ports = listening_ports(cluster->memory_pod_process(i).pid());
+    cr_assert(!ports.empty(), "memory pod %zu listens on no tcp port", i);
+    for (uint16_t port : ports) {
+      net::SocketAddress fabric{net::SocketAddress::Kind::kTcp, "", "127.0.0.1", port};
+      for (const auto& input : bad_inputs()) send_bad(fabric, input);
+    }
   }
   // A client that connects and never sends, left open while others work.
   auto idle = net::connect_socket(cluster->vmm_address(), 2s);
