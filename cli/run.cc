@@ -48,7 +48,7 @@ struct RunFlags {
 
 // Kernel parameters the guest image needs: its console on the serial port,
 // and a panic that ends QEMU instead of hanging the guest.
-constexpr const char* kBaseAppend = "console=ttyS0 panic=-1 quiet";
+constexpr const char* kBaseAppend = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
 
 Result<vmm::VmRequest> vm_request(const RunFlags& flags) {
   vmm::VmRequest request;

@@ -13,7 +13,7 @@ packages=(
   # guests
   qemu-system-x86 qemu-utils
   # the guest image (images/build-image.sh)
-  busybox-static stress-ng cpio gzip zstd kmod
+  busybox-static stress-ng cpio gzip zstd kmod squashfs-tools
 )
 
 missing=()

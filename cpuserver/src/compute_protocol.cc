@@ -68,6 +68,7 @@ RuntimeMessage::RuntimeMessage(const GuestRuntime& runtime)
   message.accel = c_str(accel_);
   message.run_dir = c_str(runtime_.run_dir);
   message.qmp_socket = c_str(runtime_.paths.qmp_socket);
+  message.vmm_qmp_socket = c_str(runtime_.paths.vmm_qmp_socket);
   message.serial_socket = c_str(runtime_.paths.serial_socket);
   message.serial_log = c_str(runtime_.paths.serial_log);
   message.agent_socket = c_str(runtime_.paths.agent_socket);
@@ -94,6 +95,7 @@ Result<GuestRuntime> runtime_from(const Vmpod__Pods__VmRuntime* message) {
   runtime.accel = accel ? *accel : Accel::kTcg;
   runtime.run_dir = message->run_dir;
   runtime.paths.qmp_socket = message->qmp_socket;
+  runtime.paths.vmm_qmp_socket = message->vmm_qmp_socket;
   runtime.paths.serial_socket = message->serial_socket;
   runtime.paths.serial_log = message->serial_log;
   runtime.paths.agent_socket = message->agent_socket;

@@ -51,8 +51,8 @@ Accel resolve_accel(Accel requested) {
 }
 
 QemuPaths QemuPaths::in(const std::string& run_dir) {
-  return QemuPaths{run_dir + "/qmp.sock", run_dir + "/serial.sock", run_dir + "/serial.log",
-                   run_dir + "/agent.sock", run_dir + "/qemu.log"};
+  return QemuPaths{run_dir + "/qmp.sock", run_dir + "/qmp-vmm.sock", run_dir + "/serial.sock",
+                   run_dir + "/serial.log", run_dir + "/agent.sock", run_dir + "/qemu.log"};
 }
 
 std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel) {
@@ -80,6 +80,9 @@ std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel
   args.insert(args.end(), {
       "-chardev", "socket,id=qmp,path=" + paths.qmp_socket + ",server=on,wait=off",
       "-mon", "chardev=qmp,mode=control",
+      // QEMU serves one client per monitor: the vmm's endpoint gets its own.
+      "-chardev", "socket,id=qmp-vmm,path=" + paths.vmm_qmp_socket + ",server=on,wait=off",
+      "-mon", "chardev=qmp-vmm,mode=control",
       "-chardev", "socket,id=serial0,path=" + paths.serial_socket + ",server=on,wait=off,logfile=" +
                       paths.serial_log,
       "-serial", "chardev:serial0",
@@ -194,8 +197,8 @@ Result<std::unique_ptr<QemuProcess>> QemuProcess::start(const QemuConfig& config
   std::unique_ptr<QemuProcess> process(new QemuProcess());
   process->accel_ = resolve_accel(config.guest.accel);
   process->paths_ = QemuPaths::in(config.run_dir);
-  for (const std::string& stale : {process->paths_.qmp_socket, process->paths_.serial_socket,
-                                   process->paths_.agent_socket}) {
+  for (const std::string& stale : {process->paths_.qmp_socket, process->paths_.vmm_qmp_socket,
+                                   process->paths_.serial_socket, process->paths_.agent_socket}) {
     ::unlink(stale.c_str());
   }
   // A fresh log per start: exit_reason() reads its tail.

@@ -51,7 +51,7 @@ std::unique_ptr<BootedGuest> boot_guest(const std::string& test, const GuestOpti
   std::string images = env("VMPOD_IMAGE_DIR");
   request.guest.kernel = images + "/vmlinux";
   request.guest.initrd = images + "/initramfs.cpio.gz";
-  request.guest.append = "console=ttyS0 panic=-1 quiet";
+  request.guest.append = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
   request.memory_pod_count = options.memory_pods;
   request.local_cache_bytes = options.local_cache_bytes;
   request.provider = options.provider;

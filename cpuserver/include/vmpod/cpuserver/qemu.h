@@ -52,6 +52,7 @@ struct QemuConfig {
 // Where a guest's sockets and logs live, derived from its run_dir.
 struct QemuPaths {
   std::string qmp_socket;     // the compute pod's own QMP monitor
+  std::string vmm_qmp_socket; // a second monitor, for the vmm's per-VM endpoint
   std::string serial_socket;  // the console, for a terminal to attach
   std::string serial_log;     // everything the console printed
   std::string agent_socket;   // virtio-serial port org.vmpod.agent
