@@ -1,5 +1,7 @@
 #include <vmpod/cpuserver/compute_protocol.h>
 
+#include <deque>
+
 #include <vmpod/net/message.h>
 
 namespace vmpod::cpuserver {
@@ -7,16 +9,6 @@ namespace vmpod::cpuserver {
 namespace {
 
 char* c_str(const std::string& s) { return const_cast<char*>(s.c_str()); }
-
-std::vector<uint64_t> buckets_from(const Vmpod__Pods__LatencyHistogram* h) {
-  if (h == nullptr) return {};
-  return std::vector<uint64_t>(h->buckets, h->buckets + h->n_buckets);
-}
-
-void set_buckets(Vmpod__Pods__LatencyHistogram& h, const std::vector<uint64_t>& buckets) {
-  h.n_buckets = buckets.size();
-  h.buckets = const_cast<uint64_t*>(buckets.data());
-}
 
 }  // namespace
 
@@ -108,8 +100,8 @@ std::string pack_stats(const std::string& name, const GuestStats& stats) {
   const PodfsStats& p = stats.podfs;
   Vmpod__Pods__LatencyHistogram read_latency = VMPOD__PODS__LATENCY_HISTOGRAM__INIT;
   Vmpod__Pods__LatencyHistogram write_latency = VMPOD__PODS__LATENCY_HISTOGRAM__INIT;
-  set_buckets(read_latency, p.read_latency);
-  set_buckets(write_latency, p.write_latency);
+  pods::histogram_message(p.read_latency, read_latency);
+  pods::histogram_message(p.write_latency, write_latency);
   Vmpod__Pods__PodfsStats podfs = VMPOD__PODS__PODFS_STATS__INIT;
   podfs.files = p.files;
   podfs.reads = p.reads;
@@ -125,35 +117,13 @@ std::string pack_stats(const std::string& name, const GuestStats& stats) {
   podfs.read_latency = &read_latency;
   podfs.write_latency = &write_latency;
 
-  size_t count = stats.memory_pods.size();
-  std::vector<Vmpod__Pods__MemStatsReply> pods(count);
-  std::vector<Vmpod__Pods__MemStatsReply*> pod_ptrs(count);
-  std::vector<Vmpod__Pods__LatencyHistogram> histograms(2 * count);
-  for (size_t i = 0; i < count; ++i) {
-    const pods::MemoryPodStats& m = stats.memory_pods[i];
-    Vmpod__Pods__MemStatsReply& out = pods[i];
-    out = VMPOD__PODS__MEM_STATS_REPLY__INIT;
-    out.pod_id = c_str(m.pod_id);
-    out.capacity_pages = m.capacity_pages;
-    out.pages_held = m.pages_held;
-    out.regions = m.regions;
-    out.reads = m.reads;
-    out.writes = m.writes;
-    out.bytes_read = m.bytes_read;
-    out.bytes_written = m.bytes_written;
-    out.refused = m.refused;
-    histograms[2 * i] = VMPOD__PODS__LATENCY_HISTOGRAM__INIT;
-    histograms[2 * i + 1] = VMPOD__PODS__LATENCY_HISTOGRAM__INIT;
-    set_buckets(histograms[2 * i], m.read_latency);
-    set_buckets(histograms[2 * i + 1], m.write_latency);
-    out.read_latency = &histograms[2 * i];
-    out.write_latency = &histograms[2 * i + 1];
-    pod_ptrs[i] = &out;
-  }
+  std::deque<pods::MemStatsMessage> pods;  // never moves what it holds
+  std::vector<Vmpod__Pods__MemStatsReply*> pod_ptrs;
+  for (const auto& m : stats.memory_pods) pod_ptrs.push_back(&pods.emplace_back(m).message);
   Vmpod__Pods__VmStats message = VMPOD__PODS__VM_STATS__INIT;
   message.name = c_str(name);
   message.podfs = &podfs;
-  message.n_memory_pods = count;
+  message.n_memory_pods = pod_ptrs.size();
   message.memory_pods = pod_ptrs.data();
   return net::pack_message(message.base);
 }
@@ -166,13 +136,10 @@ Result<GuestStats> stats_from(const Vmpod__Pods__VmStats* message) {
   const Vmpod__Pods__PodfsStats& p = *message->podfs;
   stats.podfs = PodfsStats{p.files, p.reads, p.bytes_read, p.writes, p.bytes_written,
                            p.zero_reads, p.evictions, p.bytes_evicted, p.cached_bytes,
-                           p.cache_limit, p.io_errors, buckets_from(p.read_latency),
-                           buckets_from(p.write_latency)};
+                           p.cache_limit, p.io_errors, pods::histogram_buckets(p.read_latency),
+                           pods::histogram_buckets(p.write_latency)};
   for (size_t i = 0; i < message->n_memory_pods; ++i) {
-    const Vmpod__Pods__MemStatsReply& m = *message->memory_pods[i];
-    stats.memory_pods.push_back(pods::MemoryPodStats{
-        m.pod_id, m.capacity_pages, m.pages_held, m.regions, m.reads, m.writes, m.bytes_read,
-        m.bytes_written, m.refused, buckets_from(m.read_latency), buckets_from(m.write_latency)});
+    stats.memory_pods.push_back(pods::memory_pod_stats_from(*message->memory_pods[i]));
   }
   return stats;
 }

@@ -28,10 +28,6 @@ Result<RegionToken> token_of(const Vmpod__Pods__RegionRef* ref) {
   return token;
 }
 
-void fill_histogram(Vmpod__Pods__LatencyHistogram& out, std::vector<uint64_t>& buckets) {
-  out.n_buckets = buckets.size();
-  out.buckets = buckets.data();
-}
 
 std::string empty_reply() {
   Vmpod__Pods__Empty empty = VMPOD__PODS__EMPTY__INIT;
@@ -146,24 +142,10 @@ struct Memserver::Impl {
   }
 
   std::string stats() {
-    PageStoreStats s = store.stats();
-    Vmpod__Pods__LatencyHistogram read_latency = VMPOD__PODS__LATENCY_HISTOGRAM__INIT;
-    Vmpod__Pods__LatencyHistogram write_latency = VMPOD__PODS__LATENCY_HISTOGRAM__INIT;
-    fill_histogram(read_latency, s.read_latency);
-    fill_histogram(write_latency, s.write_latency);
-    Vmpod__Pods__MemStatsReply reply = VMPOD__PODS__MEM_STATS_REPLY__INIT;
-    reply.pod_id = config.pod_id.data();
-    reply.capacity_pages = s.capacity_pages;
-    reply.pages_held = s.pages_held;
-    reply.regions = s.regions;
-    reply.reads = s.reads;
-    reply.writes = s.writes;
-    reply.bytes_read = s.bytes_read;
-    reply.bytes_written = s.bytes_written;
-    reply.refused = s.refused;
-    reply.read_latency = &read_latency;
-    reply.write_latency = &write_latency;
-    return net::pack_message(reply.base);
+    pods::MemoryPodStats stats = store.stats();
+    stats.pod_id = config.pod_id;
+    pods::MemStatsMessage reply(stats);
+    return net::pack_message(reply.message.base);
   }
 
   Result<std::string> handle(const net::Frame& frame, const net::PeerInfo& peer) {

@@ -309,8 +309,8 @@ Status PageStore::discard(uint64_t id, const RegionToken& token, uint64_t offset
   return {};
 }
 
-PageStoreStats PageStore::stats() const {
-  PageStoreStats stats;
+pods::MemoryPodStats PageStore::stats() const {
+  pods::MemoryPodStats stats;
   stats.capacity_pages = pool_.capacity_pages();
   stats.pages_held = pool_.pages_in_use();
   {

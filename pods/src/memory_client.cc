@@ -29,10 +29,6 @@ Vmpod__Pods__RegionRef region_ref(const RegionHandle& region) {
   return ref;
 }
 
-std::vector<uint64_t> histogram(const Vmpod__Pods__LatencyHistogram* h) {
-  if (h == nullptr) return {};
-  return std::vector<uint64_t>(h->buckets, h->buckets + h->n_buckets);
-}
 
 }  // namespace
 
@@ -167,20 +163,7 @@ Result<MemoryPodStats> MemoryPodClient::stats() {
                                                     vmpod__pods__mem_stats_reply__descriptor,
                                                     options_.io_timeout);
   if (!reply) return fail(reply.error());
-  const auto& r = **reply;
-  MemoryPodStats stats;
-  stats.pod_id = r.pod_id;
-  stats.capacity_pages = r.capacity_pages;
-  stats.pages_held = r.pages_held;
-  stats.regions = r.regions;
-  stats.reads = r.reads;
-  stats.writes = r.writes;
-  stats.bytes_read = r.bytes_read;
-  stats.bytes_written = r.bytes_written;
-  stats.refused = r.refused;
-  stats.read_latency = histogram(r.read_latency);
-  stats.write_latency = histogram(r.write_latency);
-  return stats;
+  return memory_pod_stats_from(**reply);
 }
 
 Status MemoryPodClient::page_call(PageOp op, const RegionHandle& region, uint64_t offset,

@@ -6,7 +6,7 @@ namespace vmpod::pods {
 
 Status decode_status(int32_t status, std::string_view what) {
   if (status == 0) return {};
-  int32_t code = status - 1;
+  int64_t code = int64_t{status} - 1;  // INT32_MIN - 1 would overflow
   if (code < 0 || code > static_cast<int32_t>(ErrorCode::kInternal)) {
     return fail(ErrorCode::kInternal, std::string(what) + ": bad status " + std::to_string(status));
   }

@@ -17,6 +17,7 @@
 
 #include <vmpod/base/histogram.h>
 #include <vmpod/base/result.h>
+#include <vmpod/pods/memory_stats.h>
 #include <vmpod/pods/page_protocol.h>
 
 namespace vmpod::memserver {
@@ -58,18 +59,6 @@ struct RegionInfo {
   std::string owner;
 };
 
-struct PageStoreStats {
-  uint64_t capacity_pages = 0;
-  uint64_t pages_held = 0;
-  uint64_t regions = 0;
-  uint64_t reads = 0;
-  uint64_t writes = 0;
-  uint64_t bytes_read = 0;
-  uint64_t bytes_written = 0;
-  uint64_t refused = 0;
-  std::vector<uint64_t> read_latency;
-  std::vector<uint64_t> write_latency;
-};
 
 // Thread-safe. Offsets and lengths are bytes; any alignment is accepted
 // (a partial page is read-modify-written), though podfs sends whole pages.
@@ -90,7 +79,8 @@ class PageStore {
   // Drops the pages wholly inside the range and zeroes the partial ones.
   Status discard(uint64_t id, const RegionToken& token, uint64_t offset, uint64_t length);
 
-  PageStoreStats stats() const;
+  // Everything but the pod id, which the store does not know.
+  pods::MemoryPodStats stats() const;
 
  private:
   class Region;

@@ -15,6 +15,7 @@
 #include <vmpod/base/result.h>
 #include <vmpod/net/fabric.h>
 #include <vmpod/net/socket.h>
+#include <vmpod/pods/memory_stats.h>
 #include <vmpod/pods/page_protocol.h>
 
 namespace vmpod::pods {
@@ -24,19 +25,6 @@ struct RegionHandle {
   RegionToken token{};
 };
 
-struct MemoryPodStats {
-  std::string pod_id;
-  uint64_t capacity_pages = 0;
-  uint64_t pages_held = 0;
-  uint64_t regions = 0;
-  uint64_t reads = 0;
-  uint64_t writes = 0;
-  uint64_t bytes_read = 0;
-  uint64_t bytes_written = 0;
-  uint64_t refused = 0;
-  std::vector<uint64_t> read_latency;   // LatencyHistogram buckets
-  std::vector<uint64_t> write_latency;
-};
 
 class MemoryPodClient {
  public:
