@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -381,6 +382,31 @@ void check_many_timeouts(FabricProvider provider) {
   client->reset();
 }
 
+// A handler that throws or overruns its reply span fails that call with
+// kInternal; the server keeps serving.
+void check_handler_errors(FabricProvider provider) {
+  auto server = FabricServer::start(
+      config_for(provider), [](uint64_t peer, std::span<const std::byte> request,
+                               std::span<std::byte> reply) -> size_t {
+        uint64_t hdr[2];
+        std::memcpy(hdr, request.data(), sizeof(hdr));
+        if (hdr[1] == 13) throw std::runtime_error("unlucky");
+        if (hdr[1] == 14) return reply.size() + 1;
+        return handler(peer, request, reply);
+      });
+  cr_assert(server.has_value());
+  auto c = connect_client(**server, provider);
+  std::vector<std::byte> reply(64);
+  for (uint64_t seed : {13, 14}) {
+    uint64_t hdr[2] = {64, seed};
+    iovec iov{hdr, sizeof(hdr)};
+    auto n = c.client->call(std::span<const iovec>(&iov, 1), reply, 5s);
+    cr_assert(!n.has_value());
+    cr_assert_eq(n.error().code(), ErrorCode::kInternal, "%s", n.error().to_string().c_str());
+  }
+  cr_assert(generated_call(*c.client, c.handle, 1, 64, reply));
+}
+
 void check_two_clients(FabricProvider provider) {
   auto server = start_server(provider);
   auto a = connect_client(*server, provider);
@@ -478,5 +504,7 @@ Test(fabric, tcp_late_replies, .timeout = 20) { check_late_replies(FabricProvide
 Test(fabric, shm_late_replies, .timeout = 20) { check_late_replies(FabricProvider::kShm); }
 Test(fabric, tcp_many_timeouts, .timeout = 20) { check_many_timeouts(FabricProvider::kTcp); }
 Test(fabric, shm_many_timeouts, .timeout = 20) { check_many_timeouts(FabricProvider::kShm); }
+Test(fabric, tcp_handler_errors, .timeout = 20) { check_handler_errors(FabricProvider::kTcp); }
+Test(fabric, shm_handler_errors, .timeout = 20) { check_handler_errors(FabricProvider::kShm); }
 Test(fabric, tcp_bad_addresses, .timeout = 20) { check_bad_addresses(FabricProvider::kTcp); }
 Test(fabric, shm_bad_addresses, .timeout = 20) { check_bad_addresses(FabricProvider::kShm); }
