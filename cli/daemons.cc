@@ -32,6 +32,7 @@ struct CpuserverFlags {
 
 struct VmmFlags {
   std::string listen = "unix:/run/vmpod/vmm.sock";
+  std::string run_dir = "/run/vmpod/vmm";
   std::vector<std::string> memory_pods;
   std::vector<std::string> compute_pods;
   bool verbose = false;
@@ -82,6 +83,7 @@ Result<std::unique_ptr<vmm::Vmm>> start_vmm(const VmmFlags& flags) {
   auto listen = net::parse_socket_address(flags.listen);
   if (!listen) return fail(listen.error());
   config.control = *listen;
+  config.run_dir = flags.run_dir;
   for (auto [addresses, kind] : {std::pair{&flags.memory_pods, vmm::PodKind::kMemory},
                                  std::pair{&flags.compute_pods, vmm::PodKind::kCompute}}) {
     for (const auto& text : *addresses) {
@@ -128,6 +130,7 @@ void add_daemon_verbs(CLI::App& app, Outcome& outcome) {
   auto vmm_flags = std::make_shared<VmmFlags>();
   auto* vmm_cmd = app.add_subcommand("vmm", "Run the vmm: composes VMs from compute and memory pods");
   vmm_cmd->add_option("--listen", vmm_flags->listen, "control socket")->capture_default_str();
+  vmm_cmd->add_option("--run-dir", vmm_flags->run_dir, "the VMs' QMP endpoint sockets")->capture_default_str();
   vmm_cmd->add_option("--memory-pod", vmm_flags->memory_pods, "a memory pod's control socket (repeat)");
   vmm_cmd->add_option("--compute-pod", vmm_flags->compute_pods, "a compute pod's control socket (repeat)");
   vmm_cmd->add_flag("-v,--verbose", vmm_flags->verbose, "debug logging");

@@ -117,38 +117,56 @@ bool vm_running(vmm::VmmClient& client, const std::string& name, std::string& re
   return vm->state == vmm::VmState::kRunning || vm->state == vmm::VmState::kStarting;
 }
 
-// Relays the terminal and the guest's serial console until the guest ends
-// or a stop signal arrives. Returns true when interrupted.
-bool attach_console(vmm::VmmClient& client, const vmm::VmRecord& vm, SignalFd& signals) {
-  net::SocketAddress serial{net::SocketAddress::Kind::kUnix, vm.runtime.paths.serial_socket, "", 0};
-  auto console = net::connect_socket(serial, std::chrono::seconds(5));
-  if (!console) {
-    spdlog::warn("console: {}", console.error().to_string());
-    return false;
-  }
-  bool stdin_open = true;
+// Copies between the terminal and one QEMU's console until that console
+// closes or the VM stops running. Returns true on a stop signal.
+bool relay_console(vmm::VmmClient& client, const std::string& name, int console, SignalFd& signals,
+                   bool& stdin_open) {
   auto next_check = std::chrono::steady_clock::now();
   while (true) {
-    pollfd fds[3] = {{signals.fd(), POLLIN, 0}, {console->get(), POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
+    pollfd fds[3] = {{signals.fd(), POLLIN, 0}, {console, POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
     int ready = ::poll(fds, stdin_open ? 3 : 2, 200);
     if (ready > 0 && (fds[0].revents & POLLIN) && signals.fired()) return true;
     char buffer[4096];
     if (ready > 0 && (fds[1].revents & (POLLIN | POLLHUP))) {
-      ssize_t got = ::read(console->get(), buffer, sizeof(buffer));
+      ssize_t got = ::read(console, buffer, sizeof(buffer));
       if (got <= 0) return false;
       if (::write(STDOUT_FILENO, buffer, static_cast<size_t>(got)) < 0) return false;
     }
     if (stdin_open && ready > 0 && (fds[2].revents & (POLLIN | POLLHUP))) {
       ssize_t got = ::read(STDIN_FILENO, buffer, sizeof(buffer));
       if (got <= 0) stdin_open = false;
-      else if (::write(console->get(), buffer, static_cast<size_t>(got)) < 0) return false;
+      else if (::write(console, buffer, static_cast<size_t>(got)) < 0) return false;
     }
     if (std::chrono::steady_clock::now() >= next_check) {
       std::string reason;
       bool failed = false;
-      if (!vm_running(client, vm.name, reason, failed)) return false;
+      if (!vm_running(client, name, reason, failed)) return false;
       next_check = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
     }
+  }
+}
+
+// Relays the terminal and the guest's serial console until the guest ends
+// or a stop signal arrives; follows the VM to a new QEMU when it is
+// restarted. Returns true when interrupted.
+bool attach_console(vmm::VmmClient& client, const std::string& name, SignalFd& signals) {
+  bool stdin_open = true;
+  while (true) {
+    auto vm = client.vm(name);
+    if (!vm) return false;
+    if (vm->state == vmm::VmState::kStarting) {
+      pollfd pfd{signals.fd(), POLLIN, 0};
+      if (::poll(&pfd, 1, 200) > 0 && signals.fired()) return true;
+      continue;
+    }
+    if (vm->state != vmm::VmState::kRunning) return false;
+    net::SocketAddress serial{net::SocketAddress::Kind::kUnix, vm->runtime.paths.serial_socket, "", 0};
+    auto console = net::connect_socket(serial, std::chrono::seconds(5));
+    if (!console) {
+      spdlog::warn("console: {}", console.error().to_string());
+      return false;
+    }
+    if (relay_console(client, name, console->get(), signals, stdin_open)) return true;
   }
 }
 
@@ -245,7 +263,7 @@ void run(const RunFlags& flags, Outcome& outcome) {
   std::fprintf(stderr, " (%s); console below%s\n", flags.provider.c_str(),
                flags.command.empty() ? ", Ctrl-C stops it" : "");
 
-  bool interrupted = flags.command.empty() ? attach_console(**client, *vm, signals)
+  bool interrupted = flags.command.empty() ? attach_console(**client, vm->name, signals)
                                            : run_guest_command(**client, *vm, flags, signals, outcome);
   std::string reason;
   bool failed = false;

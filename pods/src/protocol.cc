@@ -22,6 +22,7 @@ std::string_view message_type_name(uint16_t type) {
     case MessageType::kVmmListPods: return "vmm-list-pods";
     case MessageType::kVmmVmStats: return "vmm-vm-stats";
     case MessageType::kVmmDropCache: return "vmm-drop-cache";
+    case MessageType::kVmmRestartVm: return "vmm-restart-vm";
   }
   return "unknown";
 }

@@ -64,6 +64,7 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterConf
 
   cluster->vmm_address_ = unix_socket(config.dir + "/vmm.sock");
   std::vector<std::string> vmm_args = {"vmm", "--listen", cluster->vmm_address_.to_string(),
+                                       "--run-dir", config.dir + "/vmm",
                                        "--compute-pod", cluster->compute_address_.to_string()};
   for (const auto& address : cluster->memory_addresses_) {
     vmm_args.insert(vmm_args.end(), {"--memory-pod", address.to_string()});

@@ -34,8 +34,11 @@ bool valid_transition(VmState from, VmState to) {
   switch (from) {
     case S::kDefined: return to == S::kStarting || to == S::kStopped;
     case S::kStarting: return to == S::kRunning || to == S::kPaused;
-    case S::kRunning: return to == S::kPaused || to == S::kSnapshotting || to == S::kMigrating;
-    case S::kPaused: return to == S::kRunning || to == S::kSnapshotting || to == S::kMigrating;
+    // A restart goes straight back to starting: the VM keeps its endpoint.
+    case S::kRunning:
+      return to == S::kPaused || to == S::kSnapshotting || to == S::kMigrating || to == S::kStarting;
+    case S::kPaused:
+      return to == S::kRunning || to == S::kSnapshotting || to == S::kMigrating || to == S::kStarting;
     case S::kSnapshotting: return to == S::kRunning || to == S::kPaused;
     case S::kMigrating: return to == S::kRunning || to == S::kPaused;
     case S::kStopped: return to == S::kStarting;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -14,6 +15,7 @@
 #include <vmpod/pods/rpc.h>
 
 #include "memory.pb-c.h"
+#include "vm_endpoint.h"
 #include "vmm_protocol.h"
 
 namespace vmpod::vmm {
@@ -63,6 +65,15 @@ struct Vmm::Impl {
   mutable std::mutex mutex;
   std::map<std::string, std::shared_ptr<Pod>> pods;
   std::map<std::string, VmRecord> vms;
+  // How each VM was launched, for restart_vm.
+  struct Launch {
+    std::shared_ptr<Pod> compute;
+    cpuserver::GuestSpec guest;
+    cpuserver::MemoryPlacement placement;
+  };
+  std::map<std::string, Launch> launches;
+  // Never erased while the vmm runs: a VM's endpoint outlives its QEMUs.
+  std::map<std::string, std::unique_ptr<VmEndpoint>> endpoints;
   std::vector<std::function<void(const VmEvent&)>> listeners;
   std::unique_ptr<net::RpcServer> control;
   std::mutex stop_mutex;
@@ -85,11 +96,55 @@ struct Vmm::Impl {
                 "vm {}: {} -> {}{}{}", event.vm, vm_state_name(event.from), vm_state_name(event.to),
                 event.reason.empty() ? "" : ": ", event.reason);
     std::vector<std::function<void(const VmEvent&)>> copy;
+    VmEndpoint* endpoint = nullptr;
     {
       std::lock_guard lock(mutex);
       copy = listeners;
+      auto it = endpoints.find(event.vm);
+      if (it != endpoints.end()) endpoint = it->second.get();
+    }
+    if (endpoint != nullptr) {
+      if (event.to == VmState::kStopped || event.to == VmState::kFailed) endpoint->detach(event.reason);
+      endpoint->state_changed(vm_state_name(event.to), event.reason);
     }
     for (auto& listener : copy) listener(event);
+  }
+
+  // The VM's endpoint, made on its first start.
+  Result<VmEndpoint*> endpoint_for(const std::string& name) {
+    std::lock_guard lock(mutex);
+    auto it = endpoints.find(name);
+    if (it != endpoints.end()) return it->second.get();
+    std::error_code ec;
+    std::filesystem::create_directories(config.run_dir, ec);
+    if (ec) return fail(ErrorCode::kInternal, "cannot create " + config.run_dir + ": " + ec.message());
+    net::SocketAddress address{net::SocketAddress::Kind::kUnix, config.run_dir + "/" + name + ".qmp", "", 0};
+    auto endpoint = VmEndpoint::start(name, address);
+    if (!endpoint) return fail(endpoint.error());
+    VmEndpoint* raw = endpoint->get();
+    endpoints.emplace(name, std::move(*endpoint));
+    return raw;
+  }
+
+  // Launches the VM on its compute pod and attaches its endpoint; the VM
+  // is starting, and ends running or failed.
+  Result<VmRecord> launch(const std::string& name, VmEndpoint& endpoint, const Launch& launch) {
+    Result<cpuserver::GuestRuntime> runtime = [&]() -> Result<cpuserver::GuestRuntime> {
+      std::lock_guard call(launch.compute->call_mutex);
+      if (!launch.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
+      return launch.compute->compute->launch(launch.guest, launch.placement);
+    }();
+    if (!runtime) {
+      move(name, VmState::kFailed, runtime.error().message());
+      return fail(runtime.error().context("vm " + name));
+    }
+    {
+      std::lock_guard lock(mutex);
+      vms[name].runtime = *runtime;
+    }
+    endpoint.attach(*runtime, launch.compute->record.pod_id);
+    move(name, VmState::kRunning, "");
+    return vm(name);
   }
 
   // Changes state if allowed and publishes; a disallowed change (the VM
@@ -227,21 +282,47 @@ struct Vmm::Impl {
     placement.fabric.provider = request.provider;
     placement.stripe_bytes = request.stripe_bytes;
     placement.local_cache_bytes = request.local_cache_bytes;
-    Result<cpuserver::GuestRuntime> runtime = [&]() -> Result<cpuserver::GuestRuntime> {
-      std::lock_guard call(compute->call_mutex);
-      if (!compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
-      return compute->compute->launch(request.guest, placement);
-    }();
-    if (!runtime) {
-      move(name, VmState::kFailed, runtime.error().message());
-      return fail(runtime.error().context("vm " + name));
+    auto endpoint = endpoint_for(name);
+    if (!endpoint) {
+      move(name, VmState::kFailed, endpoint.error().message());
+      return fail(endpoint.error().context("vm " + name));
     }
+    Launch how{compute, request.guest, placement};
     {
       std::lock_guard lock(mutex);
-      vms[name].runtime = *runtime;
+      vms[name].qmp_endpoint = (*endpoint)->address().path;
+      launches[name] = how;
     }
-    move(name, VmState::kRunning, "");
-    return vm(name);
+    return launch(name, **endpoint, how);
+  }
+
+  Result<VmRecord> restart_vm(const std::string& name) {
+    Launch how;
+    VmEndpoint* endpoint = nullptr;
+    {
+      std::lock_guard lock(mutex);
+      auto it = launches.find(name);
+      if (it == launches.end()) return fail(ErrorCode::kNotFound, "no vm named '" + name + "'");
+      how = it->second;
+      endpoint = endpoints.at(name).get();
+    }
+    auto current = vm(name);
+    if (!current) return fail(current.error());
+    VMPOD_TRY_CTX(check_transition(current->state, VmState::kStarting), "restart");
+    // Starting first, so the watcher does not take the old QEMU's end for the VM's.
+    move(name, VmState::kStarting, "restart");
+    Status stopped = [&]() -> Status {
+      std::lock_guard call(how.compute->call_mutex);
+      if (!how.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
+      auto done = how.compute->compute->stop(name);
+      if (!done && done.error().code() != ErrorCode::kNotFound) return fail(done.error());
+      return {};
+    }();
+    if (!stopped) {
+      move(name, VmState::kFailed, "restart: " + stopped.error().message());
+      return fail(stopped.error().context("restart"));
+    }
+    return launch(name, *endpoint, how);
   }
 
   Result<VmRecord> vm(const std::string& name) const {
@@ -405,6 +486,13 @@ struct Vmm::Impl {
         if (!stopped) return fail(stopped.error());
         return empty_reply();
       }
+      case MessageType::kVmmRestartVm: {
+        auto parsed = named(frame, name);
+        if (!parsed) return parsed;
+        auto restarted = restart_vm(name);
+        if (!restarted) return fail(restarted.error());
+        return pack_vm_list({*restarted});
+      }
       case MessageType::kVmmDropCache: {
         auto parsed = named(frame, name);
         if (!parsed) return parsed;
@@ -464,6 +552,7 @@ Result<PodRecord> Vmm::register_pod(const PodRecord& pod) { return impl_->regist
 std::vector<PodRecord> Vmm::pods() const { return impl_->pod_records(); }
 Result<VmRecord> Vmm::create_vm(const VmRequest& request) { return impl_->create_vm(request); }
 Status Vmm::stop_vm(const std::string& name) { return impl_->stop_vm(name); }
+Result<VmRecord> Vmm::restart_vm(const std::string& name) { return impl_->restart_vm(name); }
 Result<VmRecord> Vmm::vm(const std::string& name) const { return impl_->vm(name); }
 std::vector<VmRecord> Vmm::vms() const { return impl_->all_vms(); }
 

@@ -86,6 +86,12 @@ Status VmmClient::stop_vm(const std::string& name) {
   return {};
 }
 
+Result<VmRecord> VmmClient::restart_vm(const std::string& name) {
+  auto reply = call(*rpc_, MessageType::kVmmRestartVm, name_body(name));
+  if (!reply) return fail(reply.error());
+  return only(vm_list_from(*reply));
+}
+
 Status VmmClient::drop_cache(const std::string& name) {
   auto reply = call(*rpc_, MessageType::kVmmDropCache, name_body(name));
   if (!reply) return fail(reply.error());

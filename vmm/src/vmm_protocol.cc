@@ -20,6 +20,7 @@ struct VmInfoMessage {
     message.n_memory_pods = pods_.size();
     message.memory_pods = pods_.data();
     message.runtime = &runtime_.message;
+    message.qmp_endpoint = c_str(vm_.qmp_endpoint);
   }
   VmInfoMessage(const VmInfoMessage&) = delete;
   VmInfoMessage& operator=(const VmInfoMessage&) = delete;
@@ -121,6 +122,7 @@ Result<std::vector<VmRecord>> vm_list_from(std::string_view body) {
     vm.state = *state;
     vm.reason = info->reason;
     vm.compute_pod = info->compute_pod;
+    vm.qmp_endpoint = info->qmp_endpoint;
     for (size_t j = 0; j < info->n_memory_pods; ++j) vm.memory_pods.push_back(info->memory_pods[j]);
     if (info->runtime != nullptr) {
       auto runtime = cpuserver::runtime_from(info->runtime);

@@ -29,6 +29,7 @@ enum class MessageType : uint16_t {
   kVmmListPods = 0x0305,
   kVmmVmStats = 0x0306,
   kVmmDropCache = 0x0307,
+  kVmmRestartVm = 0x0308,
 };
 
 constexpr uint16_t wire(MessageType type) { return static_cast<uint16_t>(type); }

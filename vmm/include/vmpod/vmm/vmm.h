@@ -44,6 +44,7 @@ struct VmRecord {
   std::string compute_pod;
   std::vector<std::string> memory_pods;
   cpuserver::GuestRuntime runtime;
+  std::string qmp_endpoint;  // the VM's QMP socket, which outlives its QEMU
 };
 
 struct VmEvent {
@@ -55,6 +56,7 @@ struct VmEvent {
 
 struct VmmConfig {
   net::SocketAddress control;
+  std::string run_dir = "/run/vmpod/vmm";  // the VMs' QMP endpoints
   std::vector<PodRecord> pods;  // registered at start
 };
 
@@ -70,6 +72,9 @@ class Vmm {
 
   Result<VmRecord> create_vm(const VmRequest& request);
   Status stop_vm(const std::string& name);
+  // A fresh QEMU for the VM on the same pods; its QMP endpoint stays and
+  // its clients see X_VMPOD_BACKEND_CHANGED.
+  Result<VmRecord> restart_vm(const std::string& name);
   Status drop_cache(const std::string& name);
   Result<VmRecord> vm(const std::string& name) const;
   std::vector<VmRecord> vms() const;
@@ -94,6 +99,7 @@ class VmmClient {
   Result<std::vector<PodRecord>> pods();
   Result<VmRecord> create_vm(const VmRequest& request);
   Status stop_vm(const std::string& name);
+  Result<VmRecord> restart_vm(const std::string& name);
   Status drop_cache(const std::string& name);
   Result<std::vector<VmRecord>> vms();
   Result<VmRecord> vm(const std::string& name);
