@@ -1,9 +1,7 @@
 #include <vmpod/cpuserver/qemu.h>
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,7 +15,6 @@
 
 namespace vmpod::cpuserver {
 
-using nlohmann::json;
 
 Result<Accel> parse_accel(std::string_view name) {
   if (name == "tcg") return Accel::kTcg;
@@ -99,84 +96,6 @@ std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel
   return args;
 }
 
-// --- QemuMonitor -------------------------------------------------------------
-
-Result<std::unique_ptr<QemuMonitor>> QemuMonitor::connect(const std::string& socket_path,
-                                                          std::chrono::milliseconds timeout) {
-  net::SocketAddress address{net::SocketAddress::Kind::kUnix, socket_path, "", 0};
-  auto fd = net::connect_socket(address, timeout);
-  if (!fd) return fail(fd.error().context("qmp"));
-  std::unique_ptr<QemuMonitor> monitor(new QemuMonitor(std::move(*fd)));
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto greeting = monitor->read_message(deadline);
-  if (!greeting) return fail(greeting.error().context("qmp greeting"));
-  if (!greeting->contains("QMP")) return fail(ErrorCode::kInternal, "qmp: no greeting");
-  monitor->greeting_ = *greeting;
-  auto negotiated = monitor->execute("qmp_capabilities", json::object(), timeout);
-  if (!negotiated) return fail(negotiated.error());
-  return monitor;
-}
-
-Result<json> QemuMonitor::read_message(std::chrono::steady_clock::time_point deadline) {
-  while (true) {
-    size_t newline = buffer_.find('\n');
-    if (newline != std::string::npos) {
-      std::string line = buffer_.substr(0, newline);
-      buffer_.erase(0, newline + 1);
-      json message = json::parse(line, nullptr, false);
-      if (message.is_discarded()) return fail(ErrorCode::kInternal, "qmp: malformed line from qemu");
-      return message;
-    }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return fail(ErrorCode::kUnavailable, "qmp: no answer from qemu in time");
-    pollfd pfd{fd_.get(), POLLIN, 0};
-    int ready = ::poll(&pfd, 1, static_cast<int>(left.count()));
-    if (ready < 0 && errno != EINTR) return fail_errno("qmp: poll", errno);
-    if (ready <= 0) continue;
-    char chunk[4096];
-    ssize_t got = ::recv(fd_.get(), chunk, sizeof(chunk), 0);
-    if (got == 0) return fail(ErrorCode::kUnavailable, "qmp: qemu closed the monitor");
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return fail_errno("qmp: recv", errno);
-    }
-    buffer_.append(chunk, static_cast<size_t>(got));
-  }
-}
-
-Result<json> QemuMonitor::execute(const std::string& command, const json& arguments,
-                                  std::chrono::milliseconds timeout) {
-  uint64_t id = next_id_++;
-  json request = {{"execute", command}, {"id", id}};
-  if (!arguments.empty()) request["arguments"] = arguments;
-  std::string line = request.dump() + "\n";
-  if (::send(fd_.get(), line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
-    return fail_errno("qmp: send", errno);
-  }
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    auto message = read_message(deadline);
-    if (!message) return fail(message.error().context(command));
-    if (message->contains("event")) {
-      events_.push_back(std::move(*message));
-      continue;
-    }
-    if (message->value("id", json()) != json(id)) continue;
-    if (message->contains("error")) {
-      const json& error = (*message)["error"];
-      return fail(ErrorCode::kInvalidArgument,
-                  command + ": " + error.value("class", "GenericError") + ": " + error.value("desc", ""));
-    }
-    return message->value("return", json::object());
-  }
-}
-
-std::vector<json> QemuMonitor::take_events() {
-  std::vector<json> out;
-  out.swap(events_);
-  return out;
-}
-
 // --- QemuProcess -------------------------------------------------------------
 
 namespace {
@@ -214,7 +133,8 @@ Result<std::unique_ptr<QemuProcess>> QemuProcess::start(const QemuConfig& config
     if (!process->running()) {
       return fail(ErrorCode::kInternal, "qemu exited at start: " + process->exit_reason());
     }
-    auto monitor = QemuMonitor::connect(process->paths_.qmp_socket, std::chrono::milliseconds(2000));
+    net::SocketAddress qmp_socket{net::SocketAddress::Kind::kUnix, process->paths_.qmp_socket, "", 0};
+    auto monitor = qmp::QmpClient::connect(qmp_socket, std::chrono::milliseconds(2000));
     if (monitor) {
       process->monitor_ = std::move(*monitor);
       return process;
@@ -251,7 +171,7 @@ bool QemuProcess::wait_for_exit(std::chrono::milliseconds timeout) {
 Status QemuProcess::shutdown(std::chrono::milliseconds grace) {
   if (!running()) return {};
   if (monitor_) {
-    auto quit = monitor_->execute("quit", json::object(), grace);
+    auto quit = monitor_->execute("quit", nlohmann::json::object(), grace);
     if (!quit) spdlog::debug("qemu: quit: {}", quit.error().to_string());
   }
   if (wait_for_exit(grace)) return {};

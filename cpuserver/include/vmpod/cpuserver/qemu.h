@@ -13,11 +13,10 @@
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include <vmpod/base/result.h>
 #include <vmpod/base/subprocess.h>
 #include <vmpod/net/socket.h>
+#include <vmpod/qmp/qmp_client.h>
 
 namespace vmpod::cpuserver {
 
@@ -63,28 +62,6 @@ struct QemuPaths {
 
 std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel);
 
-// A synchronous QMP client for one QEMU monitor socket. Events that arrive
-// while waiting for a reply are kept for events().
-class QemuMonitor {
- public:
-  static Result<std::unique_ptr<QemuMonitor>> connect(const std::string& socket_path,
-                                                      std::chrono::milliseconds timeout);
-  const nlohmann::json& greeting() const { return greeting_; }
-  Result<nlohmann::json> execute(const std::string& command,
-                                 const nlohmann::json& arguments = nlohmann::json::object(),
-                                 std::chrono::milliseconds timeout = std::chrono::seconds(10));
-  std::vector<nlohmann::json> take_events();
-
- private:
-  explicit QemuMonitor(net::Fd fd) : fd_(std::move(fd)) {}
-  Result<nlohmann::json> read_message(std::chrono::steady_clock::time_point deadline);
-  net::Fd fd_;
-  std::string buffer_;
-  nlohmann::json greeting_;
-  std::vector<nlohmann::json> events_;
-  uint64_t next_id_ = 1;
-};
-
 class QemuProcess {
  public:
   static Result<std::unique_ptr<QemuProcess>> start(const QemuConfig& config);
@@ -93,7 +70,7 @@ class QemuProcess {
   pid_t pid() const { return process_.pid(); }
   const QemuPaths& paths() const { return paths_; }
   Accel accel() const { return accel_; }
-  QemuMonitor& monitor() { return *monitor_; }
+  qmp::QmpClient& monitor() { return *monitor_; }
 
   // Reaps the process if it ended; its wait status then stays available.
   bool running() { return process_.running(); }
@@ -111,7 +88,7 @@ class QemuProcess {
   Subprocess process_;
   Accel accel_ = Accel::kTcg;
   QemuPaths paths_;
-  std::unique_ptr<QemuMonitor> monitor_;
+  std::unique_ptr<qmp::QmpClient> monitor_;
 };
 
 }  // namespace vmpod::cpuserver
