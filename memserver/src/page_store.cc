@@ -84,8 +84,8 @@ Status check_range(uint64_t offset, uint64_t length, uint64_t size) {
 
 }  // namespace
 
-// A region's pages in a two-level table, so a sparse terabyte region costs
-// nothing until written and a lookup is two array indexes.
+// A region's pages in tables of 512, found by hash: a sparse region of any
+// size costs nothing until written, and a lookup is a hash and an index.
 class PageStore::Region {
  public:
   Region(uint64_t id, RegionToken token, uint64_t size, std::string owner)
@@ -98,25 +98,27 @@ class PageStore::Region {
   void set_size(uint64_t size) { size_ = size; }
   const std::string& owner() const { return owner_; }
   uint64_t pages_held() const { return held_; }
+  // Set under the region's lock by delete: an operation that found the
+  // region before it was deleted must not put pages into it afterwards.
+  bool deleted() const { return deleted_; }
+  void mark_deleted() { deleted_ = true; }
 
   std::byte* get(uint64_t index) const {
-    uint64_t table = index / kTablePages;
-    if (table >= tables_.size() || !tables_[table]) return nullptr;
-    return (*tables_[table])[index % kTablePages];
+    auto it = tables_.find(index / kTablePages);
+    return it == tables_.end() ? nullptr : (*it->second)[index % kTablePages];
   }
 
   void set(uint64_t index, std::byte* page) {
-    uint64_t table = index / kTablePages;
-    if (table >= tables_.size()) tables_.resize(table + 1);
-    if (!tables_[table]) tables_[table] = std::make_unique<Table>();
-    (*tables_[table])[index % kTablePages] = page;
+    auto& table = tables_[index / kTablePages];
+    if (!table) table = std::make_unique<Table>();
+    (*table)[index % kTablePages] = page;
     ++held_;
   }
 
   void drop(uint64_t index, PagePool& pool) {
-    uint64_t table = index / kTablePages;
-    if (table >= tables_.size() || !tables_[table]) return;
-    std::byte*& slot = (*tables_[table])[index % kTablePages];
+    auto it = tables_.find(index / kTablePages);
+    if (it == tables_.end()) return;
+    std::byte*& slot = (*it->second)[index % kTablePages];
     if (slot == nullptr) return;
     pool.release(slot);
     slot = nullptr;
@@ -125,11 +127,20 @@ class PageStore::Region {
 
   // Drops every page from `first` on.
   void drop_from(uint64_t first, PagePool& pool) {
-    for (uint64_t table = first / kTablePages; table < tables_.size(); ++table) {
-      if (!tables_[table]) continue;
-      uint64_t start = std::max(first, table * kTablePages);
-      for (uint64_t index = start; index < (table + 1) * kTablePages; ++index) drop(index, pool);
-      if (start == table * kTablePages) tables_[table].reset();
+    for (auto it = tables_.begin(); it != tables_.end();) {
+      uint64_t base = it->first * kTablePages;
+      if (base + kTablePages <= first) {
+        ++it;
+        continue;
+      }
+      for (uint64_t slot = first > base ? first - base : 0; slot < kTablePages; ++slot) {
+        std::byte*& page = (*it->second)[slot];
+        if (page == nullptr) continue;
+        pool.release(page);
+        page = nullptr;
+        --held_;
+      }
+      it = base >= first ? tables_.erase(it) : std::next(it);
     }
   }
 
@@ -140,8 +151,9 @@ class PageStore::Region {
   uint64_t size_;
   const std::string owner_;
   uint64_t held_ = 0;
+  bool deleted_ = false;
   std::shared_mutex mutex_;
-  std::vector<std::unique_ptr<Table>> tables_;
+  std::unordered_map<uint64_t, std::unique_ptr<Table>> tables_;
 };
 
 PageStore::PageStore(uint64_t capacity_bytes) : pool_(capacity_bytes / kPageSize) {}
@@ -162,6 +174,13 @@ Result<RegionInfo> PageStore::create_region(uint64_t size, std::string owner) {
   return RegionInfo{id, token, size, 0, region->owner()};
 }
 
+Status PageStore::check_live(const Region& region) {
+  if (region.deleted()) {
+    return fail(ErrorCode::kPermissionDenied, "region " + std::to_string(region.id()) + " was deleted");
+  }
+  return {};
+}
+
 Result<std::shared_ptr<PageStore::Region>> PageStore::find(uint64_t id,
                                                            const RegionToken& token) const {
   std::shared_lock lock(mutex_);
@@ -179,6 +198,7 @@ Status PageStore::resize_region(uint64_t id, const RegionToken& token, uint64_t 
   auto region = find(id, token);
   if (!region) return fail(region.error());
   std::unique_lock lock((*region)->mutex());
+  VMPOD_TRY_CTX(check_live(**region), "resize");
   uint64_t old_size = (*region)->size();
   if (size < old_size) {
     // Pages past the new end go back to the pool; the partial last page is
@@ -202,6 +222,7 @@ Status PageStore::delete_region(uint64_t id, const RegionToken& token) {
     regions_.erase(id);
   }
   std::unique_lock lock((*region)->mutex());
+  (*region)->mark_deleted();
   (*region)->drop_from(0, pool_);
   return {};
 }
@@ -260,6 +281,7 @@ Status PageStore::write(uint64_t id, const RegionToken& token, uint64_t offset,
   auto region = find(id, token);
   if (!region) return fail(region.error());
   std::unique_lock lock((*region)->mutex());
+  VMPOD_TRY_CTX(check_live(**region), "write");
   VMPOD_TRY_CTX(check_range(offset, data.size(), (*region)->size()), "write");
   size_t done = 0;
   while (done < data.size()) {
@@ -293,6 +315,7 @@ Status PageStore::discard(uint64_t id, const RegionToken& token, uint64_t offset
   auto region = find(id, token);
   if (!region) return fail(region.error());
   std::unique_lock lock((*region)->mutex());
+  VMPOD_TRY_CTX(check_live(**region), "discard");
   VMPOD_TRY_CTX(check_range(offset, length, (*region)->size()), "discard");
   uint64_t end = offset + length;
   for (uint64_t position = offset; position < end;) {

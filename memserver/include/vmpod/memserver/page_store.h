@@ -85,6 +85,7 @@ class PageStore {
  private:
   class Region;
   Result<std::shared_ptr<Region>> find(uint64_t id, const RegionToken& token) const;
+  static Status check_live(const Region& region);
 
   PagePool pool_;
   mutable std::shared_mutex mutex_;
