@@ -14,7 +14,7 @@ Result<uint64_t> parse_size(std::string_view text) {
   }
   std::string unit(end, text.data() + text.size());
   for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (unit.size() > 1 && (unit.substr(1) == "IB" || unit.substr(1) == "B")) unit = unit.substr(0, 1);
+  if (unit.size() > 1 && unit[0] != 'B' && (unit.substr(1) == "IB" || unit.substr(1) == "B")) unit = unit.substr(0, 1);
   int shift = 0;
   if (unit.empty() || unit == "B") shift = 0;
   else if (unit == "K") shift = 10;

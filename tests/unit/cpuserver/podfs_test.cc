@@ -1,0 +1,530 @@
+// Podfs mounted for real over two in-process memory pods (tcp fabric on
+// loopback), driven with plain syscalls from this process. Never mmap a
+// podfs file here: this process also serves it (see podfs.h).
+//
+// Criterion forks per test, so each test mounts and unmounts its own podfs;
+// everything is held in globals so that fini cleans up after a failed
+// assertion (which skips destructors).
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <vmpod/cpuserver/podfs.h>
+#include <vmpod/memserver/memserver.h>
+
+using namespace vmpod;
+using namespace vmpod::cpuserver;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr uint64_t kKiB = 1024;
+constexpr uint64_t kMiB = 1024 * kKiB;
+constexpr uint64_t kStripe = 64 * kKiB;
+constexpr uint64_t kPodCapacity = 16 * kMiB;
+constexpr size_t kPods = 2;
+
+std::string g_dir;
+std::string g_mnt;
+std::vector<std::unique_ptr<memserver::Memserver>> g_pods;
+std::unique_ptr<Podfs> g_fs;
+
+bool mounted(const std::string& path) {
+  std::ifstream mounts("/proc/mounts");
+  std::string device, point, rest;
+  while (mounts >> device >> point && std::getline(mounts, rest)) {
+    if (point == path) return true;
+  }
+  return false;
+}
+
+// Closes whatever a failed test left open under the mount, so that the
+// unmount does not wait for it.
+void close_files_under(const std::string& dir) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(entry.path(), ec);
+    if (!ec && target.string().rfind(dir, 0) == 0) {
+      ::close(std::stoi(entry.path().filename().string()));
+    }
+  }
+}
+
+void setup() {
+  ::umask(022);
+  char tmpl[] = "/tmp/vmpod-podfs-XXXXXX";
+  cr_assert_not_null(::mkdtemp(tmpl));
+  g_dir = tmpl;
+  g_mnt = g_dir + "/mnt";
+  cr_assert_eq(::mkdir(g_mnt.c_str(), 0755), 0);
+  for (size_t i = 0; i < kPods; ++i) {
+    memserver::MemserverConfig config;
+    config.pod_id = "mem" + std::to_string(i);
+    config.control.kind = net::SocketAddress::Kind::kUnix;
+    config.control.path = g_dir + "/mem" + std::to_string(i) + ".sock";
+    config.fabric.provider = net::FabricProvider::kTcp;
+    config.fabric.node = "127.0.0.1";
+    config.capacity_bytes = kPodCapacity;
+    auto pod = memserver::Memserver::start(config);
+    cr_assert(pod.has_value(), "memory pod %zu: %s", i, pod ? "" : pod.error().to_string().c_str());
+    g_pods.push_back(std::move(*pod));
+  }
+}
+
+void teardown() {
+  if (!g_mnt.empty()) close_files_under(g_mnt);
+  g_fs.reset();
+  if (!g_mnt.empty() && mounted(g_mnt)) ::umount2(g_mnt.c_str(), MNT_DETACH);
+  g_pods.clear();
+  if (!g_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(g_dir, ec);
+  }
+}
+
+Podfs& mount(uint64_t cache_bytes = 0) {
+  PodfsConfig config;
+  config.mountpoint = g_mnt;
+  for (auto& pod : g_pods) config.memory_pods.push_back(pod->control_address());
+  config.fabric.provider = net::FabricProvider::kTcp;
+  config.fabric.node = "127.0.0.1";
+  config.stripe_bytes = kStripe;
+  config.local_cache_bytes = cache_bytes;
+  config.max_threads = 8;
+  auto fs = Podfs::mount(config);
+  cr_assert(fs.has_value(), "mount: %s", fs ? "" : fs.error().to_string().c_str());
+  g_fs = std::move(*fs);
+  cr_assert(mounted(g_mnt), "%s not in /proc/mounts", g_mnt.c_str());
+  return *g_fs;
+}
+
+std::string path(const std::string& name) { return g_mnt + "/" + name; }
+
+std::vector<char> pattern(size_t size, uint32_t seed) {
+  std::vector<char> out(size);
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& c : out) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>((x >> 16) | 1);
+  }
+  return out;
+}
+
+void write_at(int fd, uint64_t offset, const std::vector<char>& data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    cr_assert_gt(n, 0, "pwrite %zu at %llu: %s", data.size() - done,
+                 static_cast<unsigned long long>(offset + done), strerror(errno));
+    done += static_cast<size_t>(n);
+  }
+}
+
+std::vector<char> read_at(int fd, uint64_t offset, size_t size) {
+  std::vector<char> out(size, '\x7f');
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd, out.data() + done, size - done, static_cast<off_t>(offset + done));
+    cr_assert_geq(n, 0, "pread at %llu: %s", static_cast<unsigned long long>(offset + done),
+                  strerror(errno));
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+  return out;
+}
+
+bool all_zero(const std::vector<char>& bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
+}
+
+int open_file(const std::string& name, int flags = O_RDWR | O_CREAT, mode_t mode = 0644) {
+  int fd = ::open(path(name).c_str(), flags | O_CLOEXEC, mode);
+  cr_assert_geq(fd, 0, "open %s: %s", name.c_str(), strerror(errno));
+  return fd;
+}
+
+uint64_t file_size(int fd) {
+  struct stat st {};
+  cr_assert_eq(::fstat(fd, &st), 0);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+uint64_t pod_regions() {
+  uint64_t total = 0;
+  for (auto& pod : g_pods) total += pod->store().stats().regions;
+  return total;
+}
+
+uint64_t pod_reads() {
+  uint64_t total = 0;
+  for (auto& pod : g_pods) total += pod->store().stats().reads;
+  return total;
+}
+
+uint64_t pod_pages() {
+  uint64_t total = 0;
+  for (auto& pod : g_pods) total += pod->store().stats().pages_held;
+  return total;
+}
+
+// Waits for the kernel's FORGET to reach podfs and the regions to go.
+bool wait_regions(uint64_t want, std::chrono::milliseconds timeout = 3s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (pod_regions() != want) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+std::set<std::string> list(const std::string& dir) {
+  std::set<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  cr_assert_not_null(d, "opendir %s: %s", dir.c_str(), strerror(errno));
+  while (dirent* entry = ::readdir(d)) names.insert(entry->d_name);
+  ::closedir(d);
+  return names;
+}
+
+struct Piece {
+  uint64_t offset;
+  size_t size;
+};
+
+// Pieces that start, end and cross 64 KiB stripe boundaries, on both pods.
+const Piece kPieces[] = {
+    {0, 100},
+    {kStripe - 10, 20},                  // across stripe 0 -> 1 (pod 0 -> pod 1)
+    {3 * kStripe - 4 * kKiB, 8 * kKiB},  // across stripe 2 -> 3, page aligned
+    {5 * kStripe + 123, 3 * kStripe},    // over four stripes, unaligned
+    {kMiB - 100, kMiB + 200},            // a 1 MiB write spanning 18 stripes
+    {4 * kMiB, 4 * kKiB},                // far out, one page
+};
+
+void check_pieces(int fd, const char* when) {
+  uint32_t seed = 1;
+  for (const Piece& p : kPieces) {
+    auto got = read_at(fd, p.offset, p.size);
+    cr_assert(got == pattern(p.size, seed), "%s: %zu bytes at %llu differ", when, p.size,
+              static_cast<unsigned long long>(p.offset));
+    ++seed;
+  }
+  // Holes between the pieces read as zeros.
+  cr_assert(all_zero(read_at(fd, 200, kStripe - 300)), "%s: hole in stripe 0", when);
+  cr_assert(all_zero(read_at(fd, 2 * kMiB + 100, kMiB)), "%s: hole at 2 MiB", when);
+}
+
+}  // namespace
+
+TestSuite(podfs, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(podfs, data_round_trips_across_stripes) {
+  Podfs& fs = mount();
+  int fd = open_file("ram", O_RDWR | O_CREAT | O_EXCL, 0600);
+  uint32_t seed = 1;
+  for (const Piece& p : kPieces) write_at(fd, p.offset, pattern(p.size, seed++));
+  cr_expect_eq(file_size(fd), 4 * kMiB + 4 * kKiB);
+  cr_expect_eq(::fsync(fd), 0, "fsync: %s", strerror(errno));
+  cr_expect_eq(::fdatasync(fd), 0);
+  check_pieces(fd, "cached");
+  // Both pods hold a share of the data.
+  for (size_t i = 0; i < kPods; ++i) {
+    cr_expect_gt(g_pods[i]->store().stats().pages_held, 0u, "pod %zu holds nothing", i);
+  }
+  auto written = fs.stats();
+  cr_expect_gt(written.writes, 0u);
+  cr_expect_geq(written.bytes_written, kMiB + 200);
+  cr_expect_eq(written.files, 1u);
+
+  // With the host's cache gone, every byte comes from the memory pods.
+  uint64_t pod_reads_before = pod_reads();
+  auto before = fs.stats();
+  cr_assert(fs.drop_cache().has_value());
+  cr_expect_eq(fs.stats().cached_bytes, 0u);
+  check_pieces(fd, "after drop_cache");
+  auto after = fs.stats();
+  cr_expect_gt(after.reads, before.reads, "no READ reached podfs after drop_cache");
+  cr_expect_gt(after.reads - after.zero_reads, before.reads - before.zero_reads,
+               "no remote READ after drop_cache");
+  cr_expect_gt(pod_reads(), pod_reads_before, "memory pods served no reads");
+  cr_expect_gt(after.cached_bytes, 0u, "READs were not accounted in the cache");
+  for (size_t i = 0; i < kPods; ++i) {
+    cr_expect_gt(g_pods[i]->store().stats().reads, 0u, "pod %zu served no reads", i);
+  }
+  cr_expect_eq(after.io_errors, 0u);
+  auto pod_stats = fs.memory_pod_stats();
+  cr_assert(pod_stats.has_value());
+  cr_expect_eq(pod_stats->size(), kPods);
+  cr_expect(!fs.failure().has_value());
+  ::close(fd);
+}
+
+Test(podfs, unwritten_ranges_are_zeros_without_pod_reads) {
+  Podfs& fs = mount();
+  int fd = open_file("sparse");
+  cr_assert_eq(::ftruncate(fd, static_cast<off_t>(2 * kMiB)), 0, "%s", strerror(errno));
+  cr_expect_eq(file_size(fd), 2 * kMiB);
+  cr_expect_eq(pod_pages(), 0u);
+  auto before = fs.stats();
+  cr_assert(all_zero(read_at(fd, 0, 2 * kMiB)));
+  auto after = fs.stats();
+  cr_expect_gt(after.zero_reads, before.zero_reads, "zero_reads did not move");
+  cr_expect_eq(after.reads - after.zero_reads, before.reads - before.zero_reads,
+               "an unwritten range went to the network");
+  cr_expect_eq(pod_reads(), 0u, "memory pods were asked for pages nobody wrote");
+
+  // One written page far away does not make the start of the file remote.
+  write_at(fd, 8 * kMiB, pattern(4 * kKiB, 5));
+  cr_assert(fs.drop_cache().has_value());
+  cr_assert(all_zero(read_at(fd, 0, 64 * kKiB)));
+  cr_expect_eq(pod_reads(), 0u);
+  cr_expect(read_at(fd, 8 * kMiB, 4 * kKiB) == pattern(4 * kKiB, 5));
+  cr_expect_gt(pod_reads(), 0u, "a written page was not read from its pod");
+  ::close(fd);
+}
+
+Test(podfs, truncate_shrink_then_grow_reads_zeros) {
+  Podfs& fs = mount();
+  int fd = open_file("trunc");
+  auto data = pattern(300 * kKiB, 3);
+  write_at(fd, 0, data);
+  uint64_t cut = 100 * kKiB + 123;  // inside a page, inside stripe 1
+  cr_assert_eq(::ftruncate(fd, static_cast<off_t>(cut)), 0, "%s", strerror(errno));
+  cr_expect_eq(file_size(fd), cut);
+  cr_expect_eq(read_at(fd, 0, 300 * kKiB).size(), cut, "read past the end returned data");
+  cr_assert_eq(::ftruncate(fd, static_cast<off_t>(300 * kKiB)), 0, "%s", strerror(errno));
+  cr_expect_eq(file_size(fd), 300 * kKiB);
+  for (int pass = 0; pass < 2; ++pass) {
+    auto got = read_at(fd, 0, 300 * kKiB);
+    cr_assert_eq(got.size(), 300 * kKiB);
+    cr_assert(std::equal(got.begin(), got.begin() + static_cast<long>(cut), data.begin()),
+              "pass %d: data before the cut changed", pass);
+    cr_assert(all_zero(std::vector<char>(got.begin() + static_cast<long>(cut), got.end())),
+              "pass %d: old data came back past the cut", pass);
+    cr_assert(fs.drop_cache().has_value());  // the second pass reads from the pods
+  }
+  // Truncate through the path, and to zero.
+  cr_assert_eq(::truncate(path("trunc").c_str(), 0), 0);
+  cr_expect_eq(file_size(fd), 0u);
+  cr_expect(read_at(fd, 0, 4096).empty());
+  // O_TRUNC empties the file as well.
+  write_at(fd, 0, pattern(10 * kKiB, 4));
+  int again = open_file("trunc", O_RDWR | O_TRUNC);
+  cr_expect_eq(file_size(again), 0u);
+  cr_assert_eq(::ftruncate(again, static_cast<off_t>(10 * kKiB)), 0);
+  cr_expect(all_zero(read_at(again, 0, 10 * kKiB)));
+  ::close(again);
+  ::close(fd);
+}
+
+Test(podfs, punch_hole_reads_zeros) {
+  Podfs& fs = mount();
+  int fd = open_file("holes");
+  auto data = pattern(512 * kKiB, 6);
+  write_at(fd, 0, data);
+  uint64_t pages_before = pod_pages();
+  uint64_t from = 70000, length = 200000;  // unaligned, over several stripes
+  cr_assert_eq(::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),
+                           static_cast<off_t>(length)), 0, "punch: %s", strerror(errno));
+  cr_expect_eq(file_size(fd), 512 * kKiB, "a KEEP_SIZE punch changed the size");
+  cr_expect_lt(pod_pages(), pages_before, "the pods still hold the punched pages");
+  for (int pass = 0; pass < 2; ++pass) {
+    auto got = read_at(fd, 0, 512 * kKiB);
+    cr_assert_eq(got.size(), 512 * kKiB);
+    for (size_t i = 0; i < got.size(); ++i) {
+      char want = (i >= from && i < from + length) ? 0 : data[i];
+      cr_assert_eq(got[i], want, "pass %d: byte %zu", pass, i);
+    }
+    cr_assert(fs.drop_cache().has_value());
+  }
+  // A punch past the end is a no-op; other modes are not supported.
+  cr_expect_eq(::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(kMiB),
+                           4096), 0);
+  cr_expect_eq(::fallocate(fd, FALLOC_FL_ZERO_RANGE, 0, 4096), -1);
+  cr_expect_eq(errno, EOPNOTSUPP, "%s", strerror(errno));
+  // A plain fallocate grows the file without writing.
+  uint64_t pages = pod_pages();
+  cr_assert_eq(::fallocate(fd, 0, 0, static_cast<off_t>(2 * kMiB)), 0, "%s", strerror(errno));
+  cr_expect_eq(file_size(fd), 2 * kMiB);
+  cr_expect_eq(pod_pages(), pages);
+  cr_expect(all_zero(read_at(fd, 512 * kKiB, kMiB)));
+  ::close(fd);
+}
+
+Test(podfs, namespace_and_attributes) {
+  Podfs& fs = mount();
+  cr_assert_eq(::mkdir(path("dir").c_str(), 0750), 0, "%s", strerror(errno));
+  cr_expect_eq(::mkdir(path("dir").c_str(), 0750), -1);
+  cr_expect_eq(errno, EEXIST);
+  int fd = open_file("dir/file", O_RDWR | O_CREAT | O_EXCL, 0640);
+  write_at(fd, 0, pattern(5000, 7));
+  ::close(fd);
+
+  struct stat st {};
+  cr_assert_eq(::stat(path("dir").c_str(), &st), 0);
+  cr_expect(S_ISDIR(st.st_mode));
+  cr_expect_eq(st.st_mode & 07777, 0750u);
+  cr_expect_eq(st.st_nlink, 2u);
+  cr_assert_eq(::stat(path("dir/file").c_str(), &st), 0);
+  cr_expect(S_ISREG(st.st_mode));
+  cr_expect_eq(st.st_mode & 07777, 0640u);
+  cr_expect_eq(st.st_size, 5000);
+  cr_expect_eq(st.st_uid, ::getuid());
+  cr_expect_eq(st.st_nlink, 1u);
+  cr_assert_eq(::stat(g_mnt.c_str(), &st), 0);
+  cr_expect_eq(st.st_nlink, 3u, "root nlink %lu with one subdirectory",
+               static_cast<unsigned long>(st.st_nlink));
+
+  cr_assert_eq(::chmod(path("dir/file").c_str(), 0600), 0);
+  cr_assert_eq(::chown(path("dir/file").c_str(), 1234, 5678), 0, "%s", strerror(errno));
+  cr_assert_eq(::stat(path("dir/file").c_str(), &st), 0);
+  cr_expect_eq(st.st_mode & 07777, 0600u);
+  cr_expect(S_ISREG(st.st_mode), "chmod lost the file type");
+  cr_expect_eq(st.st_uid, 1234u);
+  cr_expect_eq(st.st_gid, 5678u);
+
+  for (const char* name : {"a", "b", "c"}) ::close(open_file(std::string("dir/") + name));
+  cr_expect(list(path("dir")) == (std::set<std::string>{".", "..", "file", "a", "b", "c"}));
+  cr_expect(list(g_mnt) == (std::set<std::string>{".", "..", "dir"}));
+
+  // Rename within and across directories; the data moves with the name.
+  cr_assert_eq(::rename(path("dir/file").c_str(), path("moved").c_str()), 0, "%s", strerror(errno));
+  cr_expect_eq(::stat(path("dir/file").c_str(), &st), -1);
+  cr_expect_eq(errno, ENOENT);
+  fd = open_file("moved", O_RDONLY);
+  cr_expect(read_at(fd, 0, 5000) == pattern(5000, 7));
+  ::close(fd);
+  // Rename over an existing file frees the victim's regions.
+  uint64_t regions = pod_regions();
+  cr_assert_eq(::rename(path("dir/a").c_str(), path("dir/b").c_str()), 0, "%s", strerror(errno));
+  cr_expect(wait_regions(regions - kPods), "the replaced file's regions were not freed: %llu",
+            static_cast<unsigned long long>(pod_regions()));
+  cr_expect(list(path("dir")) == (std::set<std::string>{".", "..", "b", "c"}));
+  cr_assert_eq(::rename(path("dir").c_str(), path("dir2").c_str()), 0);
+  cr_expect(list(g_mnt) == (std::set<std::string>{".", "..", "dir2", "moved"}));
+
+  struct statvfs vfs {};
+  cr_assert_eq(::statvfs(g_mnt.c_str(), &vfs), 0, "%s", strerror(errno));
+  cr_expect_eq(vfs.f_bsize, 4096u);
+  cr_expect_eq(vfs.f_blocks * vfs.f_frsize, kPods * kPodCapacity, "capacity %llu",
+               static_cast<unsigned long long>(vfs.f_blocks * vfs.f_frsize));
+  cr_expect_eq(vfs.f_blocks - vfs.f_bfree, pod_pages());
+  cr_expect_gt(pod_pages(), 0u);
+  cr_expect_eq(fs.stats().files, 3u);  // moved, dir2/b (was a), dir2/c
+}
+
+Test(podfs, removal_rules) {
+  mount();
+  cr_assert_eq(::mkdir(path("full").c_str(), 0755), 0);
+  ::close(open_file("full/child"));
+  cr_expect_eq(::rmdir(path("full").c_str()), -1);
+  cr_expect_eq(errno, ENOTEMPTY, "%s", strerror(errno));
+  cr_expect_eq(::unlink(path("full").c_str()), -1);
+  cr_expect_eq(errno, EISDIR, "%s", strerror(errno));
+  cr_expect_eq(::rmdir(path("full/child").c_str()), -1);
+  cr_expect_eq(errno, ENOTDIR, "%s", strerror(errno));
+  cr_expect_eq(::unlink(path("nothing").c_str()), -1);
+  cr_expect_eq(errno, ENOENT);
+  cr_expect_eq(::open(path("nothing").c_str(), O_RDONLY), -1);
+  cr_expect_eq(errno, ENOENT);
+  cr_expect_eq(::open(path("nodir/file").c_str(), O_RDWR | O_CREAT, 0644), -1);
+  cr_expect_eq(errno, ENOENT);
+  cr_expect_eq(::mkfifo(path("fifo").c_str(), 0644), -1, "podfs made a fifo");
+  // A directory is not a file.
+  cr_expect_eq(::truncate(path("full").c_str(), 0), -1);
+  cr_assert_eq(::unlink(path("full/child").c_str()), 0);
+  cr_assert_eq(::rmdir(path("full").c_str()), 0, "%s", strerror(errno));
+  cr_expect(list(g_mnt) == (std::set<std::string>{".", ".."}));
+  cr_expect(wait_regions(0), "%llu regions left with no files",
+            static_cast<unsigned long long>(pod_regions()));
+}
+
+Test(podfs, unlink_while_open_keeps_data_until_close) {
+  Podfs& fs = mount();
+  uint64_t regions_before = pod_regions();
+  int fd = open_file("doomed");
+  auto data = pattern(200 * kKiB, 8);
+  write_at(fd, 0, data);
+  cr_expect_eq(pod_regions(), regions_before + kPods);
+  cr_assert_eq(::unlink(path("doomed").c_str()), 0);
+  struct stat st {};
+  cr_expect_eq(::stat(path("doomed").c_str(), &st), -1);
+  cr_expect(list(g_mnt) == (std::set<std::string>{".", ".."}));
+  // Still readable and writable through the open descriptor, from the pods too.
+  cr_assert(fs.drop_cache().has_value());
+  cr_expect(read_at(fd, 0, 200 * kKiB) == data, "an unlinked open file lost its data");
+  write_at(fd, 300 * kKiB, pattern(4096, 9));
+  cr_expect(read_at(fd, 300 * kKiB, 4096) == pattern(4096, 9));
+  cr_expect_eq(pod_regions(), regions_before + kPods, "regions freed while the file is open");
+  ::close(fd);
+  cr_expect(wait_regions(regions_before), "regions not freed after close: %llu, want %llu",
+            static_cast<unsigned long long>(pod_regions()),
+            static_cast<unsigned long long>(regions_before));
+  cr_expect_eq(pod_pages(), 0u, "pages of the deleted file are still held");
+  cr_expect_eq(fs.stats().files, 0u);
+}
+
+Test(podfs, full_pods_answer_enospc) {
+  mount();
+  int fd = open_file("big");
+  auto chunk = pattern(kMiB, 10);
+  uint64_t offset = 0;
+  int err = 0;
+  while (offset < 3 * kPods * kPodCapacity) {
+    ssize_t n = ::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    offset += static_cast<uint64_t>(n);
+  }
+  cr_assert_neq(err, 0, "wrote %llu bytes to %llu bytes of pods",
+                static_cast<unsigned long long>(offset),
+                static_cast<unsigned long long>(kPods * kPodCapacity));
+  cr_expect_eq(err, ENOSPC, "%s", strerror(err));
+  cr_expect_leq(offset, kPods * kPodCapacity);
+  ::close(fd);
+  // Deleting the file gives the space back.
+  cr_assert_eq(::unlink(path("big").c_str()), 0);
+  cr_assert(wait_regions(0));
+  fd = open_file("after");
+  write_at(fd, 0, chunk);
+  cr_expect(read_at(fd, 0, kMiB) == chunk);
+  ::close(fd);
+}
+
+Test(podfs, unmount_removes_the_mount_and_the_regions) {
+  mount();
+  int fd = open_file("left-behind");
+  write_at(fd, 0, pattern(64 * kKiB, 11));
+  ::close(fd);
+  cr_assert_eq(::mkdir(path("d").c_str(), 0755), 0);
+  cr_expect_gt(pod_regions(), 0u);
+  auto start = std::chrono::steady_clock::now();
+  g_fs.reset();
+  auto took = std::chrono::steady_clock::now() - start;
+  cr_expect(!mounted(g_mnt), "%s still in /proc/mounts after ~Podfs", g_mnt.c_str());
+  cr_expect(took < 5s, "unmount took %lld ms",
+            static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+  cr_expect_eq(pod_regions(), 0u, "regions of files present at unmount were not deleted");
+  cr_expect_eq(pod_pages(), 0u);
+  // The mountpoint is an empty directory again.
+  cr_expect(std::filesystem::is_empty(g_mnt));
+}
