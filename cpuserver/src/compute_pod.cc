@@ -11,7 +11,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <vmpod/base/periodic_task.h>
 #include <vmpod/net/message.h>
+#include <vmpod/pods/rpc.h>
 #include <vmpod/pods/protocol.h>
 
 #include <vmpod/cpuserver/compute_protocol.h>
@@ -52,11 +54,6 @@ Result<GuestStats> live_stats(const Guest& guest) {
   return stats;
 }
 
-std::string empty_reply() {
-  Vmpod__Pods__Empty empty = VMPOD__PODS__EMPTY__INIT;
-  return net::pack_message(empty.base);
-}
-
 }  // namespace
 
 struct ComputePod::Impl {
@@ -64,10 +61,7 @@ struct ComputePod::Impl {
   mutable std::mutex mutex;
   std::map<std::string, std::shared_ptr<Guest>> guests;
   std::unique_ptr<net::RpcServer> control;
-  std::mutex stop_mutex;
-  std::condition_variable stop_wake;
-  bool stopping = false;
-  std::thread supervisor;
+  PeriodicTask supervisor{kSupervisePeriod, [this] { supervise_once(); }};
 
   // Ends a guest: QEMU first (it holds the RAM file), then its podfs, whose
   // unmount deletes the guest's regions. The parts are taken out under the
@@ -127,16 +121,6 @@ struct ComputePod::Impl {
       lock.lock();
       guest->runtime.state = state;
       guest->runtime.reason = reason;
-    }
-  }
-
-  void supervise_loop() {
-    std::unique_lock lock(stop_mutex);
-    while (!stopping) {
-      lock.unlock();
-      supervise_once();
-      lock.lock();
-      stop_wake.wait_for(lock, kSupervisePeriod, [&] { return stopping; });
     }
   }
 
@@ -260,7 +244,7 @@ struct ComputePod::Impl {
         }
         Status done = frame.type == pods::wire(MessageType::kCpuStop) ? stop(name) : drop_cache(name);
         if (!done) return fail(done.error());
-        return empty_reply();
+        return pods::empty_message();
       }
       case MessageType::kCpuStatus: return status();
       default:
@@ -336,7 +320,7 @@ Result<std::unique_ptr<ComputePod>> ComputePod::start(const ComputePodConfig& co
       config.control, [raw](const net::Frame& frame, const net::PeerInfo&) { return raw->handle(frame); });
   if (!control) return fail(control.error().context(config.pod_id));
   impl->control = std::move(*control);
-  impl->supervisor = std::thread([raw] { raw->supervise_loop(); });
+  impl->supervisor.start();
   spdlog::info("{}: compute pod on {}, guests in {}", config.pod_id,
                impl->control->address().to_string(), config.run_dir);
   return std::unique_ptr<ComputePod>(new ComputePod(std::move(impl)));
@@ -344,12 +328,7 @@ Result<std::unique_ptr<ComputePod>> ComputePod::start(const ComputePodConfig& co
 
 ComputePod::~ComputePod() {
   impl_->control.reset();
-  {
-    std::lock_guard lock(impl_->stop_mutex);
-    impl_->stopping = true;
-  }
-  impl_->stop_wake.notify_all();
-  impl_->supervisor.join();
+  impl_->supervisor.stop();
   for (auto& [name, guest] : impl_->guests) impl_->tear_down(*guest);
 }
 

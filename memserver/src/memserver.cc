@@ -8,6 +8,7 @@
 
 #include <vmpod/net/message.h>
 #include <vmpod/pods/protocol.h>
+#include <vmpod/pods/rpc.h>
 
 #include "memory.pb-c.h"
 
@@ -29,10 +30,6 @@ Result<RegionToken> token_of(const Vmpod__Pods__RegionRef* ref) {
 }
 
 
-std::string empty_reply() {
-  Vmpod__Pods__Empty empty = VMPOD__PODS__EMPTY__INIT;
-  return net::pack_message(empty.base);
-}
 
 }  // namespace
 
@@ -127,7 +124,7 @@ struct Memserver::Impl {
     if (!token) return fail(token.error());
     VMPOD_TRY_CTX(store.resize_region((*request)->region->region_id, *token, (*request)->size),
                   "resize");
-    return empty_reply();
+    return pods::empty_message();
   }
 
   Result<std::string> delete_region(std::string_view body) {
@@ -138,7 +135,7 @@ struct Memserver::Impl {
     if (!token) return fail(token.error());
     VMPOD_TRY_CTX(store.delete_region((*request)->region->region_id, *token), "delete");
     spdlog::info("{}: region {} deleted", config.pod_id, (*request)->region->region_id);
-    return empty_reply();
+    return pods::empty_message();
   }
 
   std::string stats() {
@@ -155,7 +152,7 @@ struct Memserver::Impl {
       case MessageType::kMemResizeRegion: return resize_region(frame.body);
       case MessageType::kMemDeleteRegion: return delete_region(frame.body);
       case MessageType::kMemStats: return stats();
-      case MessageType::kMemPing: return empty_reply();
+      case MessageType::kMemPing: return pods::empty_message();
       default:
         return fail(ErrorCode::kInvalidArgument,
                     "unknown message type " + std::to_string(frame.type));

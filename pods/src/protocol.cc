@@ -1,4 +1,7 @@
 #include <vmpod/pods/protocol.h>
+#include <vmpod/pods/rpc.h>
+
+#include "memory.pb-c.h"
 
 namespace vmpod::pods {
 
@@ -25,6 +28,11 @@ std::string_view message_type_name(uint16_t type) {
     case MessageType::kVmmRestartVm: return "vmm-restart-vm";
   }
   return "unknown";
+}
+
+std::string empty_message() {
+  Vmpod__Pods__Empty empty = VMPOD__PODS__EMPTY__INIT;
+  return net::pack_message(empty.base);
 }
 
 }  // namespace vmpod::pods

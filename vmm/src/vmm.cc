@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <vmpod/base/periodic_task.h>
 #include <vmpod/cpuserver/compute_client.h>
 #include <vmpod/net/message.h>
 #include <vmpod/pods/protocol.h>
@@ -35,11 +36,6 @@ namespace {
 constexpr auto kConnectTimeout = std::chrono::seconds(3);
 constexpr auto kWatchPeriod = std::chrono::milliseconds(300);
 constexpr auto kPingTimeout = std::chrono::seconds(2);
-
-std::string empty_reply() {
-  Vmpod__Pods__Empty empty = VMPOD__PODS__EMPTY__INIT;
-  return net::pack_message(empty.base);
-}
 
 // A pod as the vmm holds it: its record and a live control connection.
 struct Pod {
@@ -76,10 +72,7 @@ struct Vmm::Impl {
   std::map<std::string, std::unique_ptr<VmEndpoint>> endpoints;
   std::vector<std::function<void(const VmEvent&)>> listeners;
   std::unique_ptr<net::RpcServer> control;
-  std::mutex stop_mutex;
-  std::condition_variable stop_wake;
-  bool stopping = false;
-  std::thread watcher;
+  PeriodicTask watcher{kWatchPeriod, [this] { watch_once(); }};
 
   // Moves a VM to a new state through the one transition table; the caller
   // holds `mutex`. Listeners run after the lock is dropped.
@@ -433,16 +426,6 @@ struct Vmm::Impl {
     for (auto& [name, change] : changes) move(name, change.first, change.second);
   }
 
-  void watch_loop() {
-    std::unique_lock lock(stop_mutex);
-    while (!stopping) {
-      lock.unlock();
-      watch_once();
-      lock.lock();
-      stop_wake.wait_for(lock, kWatchPeriod, [&] { return stopping; });
-    }
-  }
-
   std::vector<VmRecord> all_vms() const {
     std::lock_guard lock(mutex);
     std::vector<VmRecord> out;
@@ -484,7 +467,7 @@ struct Vmm::Impl {
         if (!parsed) return parsed;
         auto stopped = stop_vm(name);
         if (!stopped) return fail(stopped.error());
-        return empty_reply();
+        return pods::empty_message();
       }
       case MessageType::kVmmRestartVm: {
         auto parsed = named(frame, name);
@@ -498,7 +481,7 @@ struct Vmm::Impl {
         if (!parsed) return parsed;
         auto dropped = on_compute(name, [&](auto& pod) { return pod.drop_cache(name); });
         if (!dropped) return fail(dropped.error());
-        return empty_reply();
+        return pods::empty_message();
       }
       case MessageType::kVmmVmStats: {
         auto parsed = named(frame, name);
@@ -527,19 +510,14 @@ Result<std::unique_ptr<Vmm>> Vmm::start(const VmmConfig& config) {
       config.control, [raw](const net::Frame& frame, const net::PeerInfo&) { return raw->handle(frame); });
   if (!control) return fail(control.error().context("vmm"));
   impl->control = std::move(*control);
-  impl->watcher = std::thread([raw] { raw->watch_loop(); });
+  impl->watcher.start();
   spdlog::info("vmm: serving on {}", impl->control->address().to_string());
   return std::unique_ptr<Vmm>(new Vmm(std::move(impl)));
 }
 
 Vmm::~Vmm() {
   impl_->control.reset();
-  {
-    std::lock_guard lock(impl_->stop_mutex);
-    impl_->stopping = true;
-  }
-  impl_->stop_wake.notify_all();
-  impl_->watcher.join();
+  impl_->watcher.stop();
   for (const auto& vm : impl_->all_vms()) {
     if (vm.state == VmState::kStopped) continue;
     auto stopped = impl_->stop_vm(vm.name);

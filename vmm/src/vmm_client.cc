@@ -1,5 +1,6 @@
 #include <vmpod/net/message.h>
 #include <vmpod/pods/protocol.h>
+#include <vmpod/pods/rpc.h>
 #include <vmpod/vmm/vmm.h>
 
 #include "memory.pb-c.h"
@@ -24,11 +25,6 @@ std::string name_body(const std::string& name) {
   Vmpod__Pods__VmName request = VMPOD__PODS__VM_NAME__INIT;
   request.name = const_cast<char*>(name.c_str());
   return net::pack_message(request.base);
-}
-
-std::string empty_body() {
-  Vmpod__Pods__Empty empty = VMPOD__PODS__EMPTY__INIT;
-  return net::pack_message(empty.base);
 }
 
 Result<std::vector<PodRecord>> pod_list_from(std::string_view body) {
@@ -69,7 +65,7 @@ Result<PodRecord> VmmClient::register_pod(const PodRecord& pod) {
 }
 
 Result<std::vector<PodRecord>> VmmClient::pods() {
-  auto reply = call(*rpc_, MessageType::kVmmListPods, empty_body());
+  auto reply = call(*rpc_, MessageType::kVmmListPods, pods::empty_message());
   if (!reply) return fail(reply.error());
   return pod_list_from(*reply);
 }
@@ -99,7 +95,7 @@ Status VmmClient::drop_cache(const std::string& name) {
 }
 
 Result<std::vector<VmRecord>> VmmClient::vms() {
-  auto reply = call(*rpc_, MessageType::kVmmListVms, empty_body());
+  auto reply = call(*rpc_, MessageType::kVmmListVms, pods::empty_message());
   if (!reply) return fail(reply.error());
   return vm_list_from(*reply);
 }

@@ -11,6 +11,9 @@
 
 namespace vmpod::pods {
 
+// The body of a request or reply that carries nothing.
+std::string empty_message();
+
 template <class Reply>
 Result<net::MessagePtr<Reply>> rpc_call(net::RpcClient& client, MessageType type,
                                         const ProtobufCMessage& request,
