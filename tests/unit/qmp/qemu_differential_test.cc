@@ -32,6 +32,8 @@ using nlohmann::json;
 namespace {
 
 // A failed assertion skips destructors: the suite's fini kills QEMU by pid.
+// A crash skips fini too: QEMU runs under setpriv --pdeathsig, so the kernel
+// kills it when the test process dies.
 pid_t g_qemu_pid = -1;
 std::string g_dir;
 
@@ -171,11 +173,13 @@ void compare_replies(int qemu_fd, int vmpod_fd, const std::vector<std::pair<std:
 TestSuite(qemu_differential, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(qemu_differential, replies_match_qemu) {
-  if (!on_path("qemu-system-x86_64")) cr_skip_test("qemu-system-x86_64 is not installed");
+  if (!on_path("qemu-system-x86_64") || !on_path("setpriv")) {
+    cr_skip_test("qemu-system-x86_64 or setpriv is not installed");
+  }
   const std::string direct_path = g_dir + "/direct.sock";
   const std::string direct_oob_path = g_dir + "/direct-oob.sock";
   const std::string forward_path = g_dir + "/forward.sock";
-  auto qemu = Subprocess::spawn({"qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none",
+  auto qemu = Subprocess::spawn({"setpriv", "--pdeathsig", "KILL", "qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none",
                                  "-qmp", "unix:" + direct_path + ",server=on,wait=off",
                                  "-qmp", "unix:" + direct_oob_path + ",server=on,wait=off",
                                  "-qmp", "unix:" + forward_path + ",server=on,wait=off"},
