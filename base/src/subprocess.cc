@@ -1,6 +1,7 @@
 #include <vmpod/base/subprocess.h>
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,7 +11,8 @@
 
 namespace vmpod {
 
-Result<Subprocess> Subprocess::spawn(const std::vector<std::string>& argv, const std::string& log_path) {
+Result<Subprocess> Subprocess::spawn(const std::vector<std::string>& argv, const std::string& log_path,
+                                     bool die_with_parent) {
   if (argv.empty()) return fail(ErrorCode::kInvalidArgument, "empty command");
   std::vector<char*> args;
   for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
@@ -20,6 +22,7 @@ Result<Subprocess> Subprocess::spawn(const std::vector<std::string>& argv, const
     log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (log < 0) return fail_errno(log_path, errno);
   }
+  pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
     if (log >= 0) ::close(log);
@@ -27,6 +30,8 @@ Result<Subprocess> Subprocess::spawn(const std::vector<std::string>& argv, const
   }
   if (pid == 0) {
     ::setpgid(0, 0);
+    // The parent may have died before the prctl: then nobody is left to kill us.
+    if (die_with_parent && (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent)) ::_exit(126);
     int null = ::open("/dev/null", O_RDONLY);
     ::dup2(null, STDIN_FILENO);
     if (log >= 0) {

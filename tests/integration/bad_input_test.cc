@@ -91,7 +91,7 @@ std::vector<uint16_t> listening_ports(pid_t pid) {
 
 }  // namespace
 
-Test(bad_input, every_daemon_survives_malformed_control_frames, .timeout = 120) {
+Test(bad_input, every_daemon_survives_malformed_control_frames, .timeout = 120, .fini = vmpod::testing::stop_all) {
   std::string dir = testing::test_dir("bad-input");
   auto cluster = testing::start_cluster(dir, {});
   std::vector<net::SocketAddress> daemons = cluster->memory_pod_addresses();

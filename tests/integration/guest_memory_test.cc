@@ -30,7 +30,7 @@ uint64_t total_pages(const cpuserver::GuestStats& stats) {
 
 }  // namespace
 
-Test(guest_memory, pattern_survives_dropped_cache_then_pod_loss_fails_vm, .timeout = 300) {
+Test(guest_memory, pattern_survives_dropped_cache_then_pod_loss_fails_vm, .timeout = 300, .fini = vmpod::testing::stop_all) {
   auto guest = testing::boot_guest("guest-memory", {});
 
   testing::guest_run(*guest, "vmpod-memcheck --size-mib 64 --seed 7 --wait-file /tmp/go >/tmp/mc.log 2>&1 &");

@@ -18,6 +18,16 @@ std::string env(const char* name) {
 
 }  // namespace
 
+std::vector<std::unique_ptr<vmm::LocalCluster>>& clusters() {
+  static std::vector<std::unique_ptr<vmm::LocalCluster>> all;
+  return all;
+}
+
+void stop_all() {
+  // Newest first; each stops its vmm (and so its VMs), then its pods.
+  while (!clusters().empty()) clusters().pop_back();
+}
+
 std::string test_dir(const std::string& name) {
   std::string dir = "/tmp/vmpod-test-" + name + "-" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
@@ -25,7 +35,7 @@ std::string test_dir(const std::string& name) {
   return dir;
 }
 
-std::unique_ptr<vmm::LocalCluster> start_cluster(const std::string& dir, const GuestOptions& options) {
+vmm::LocalCluster* start_cluster(const std::string& dir, const GuestOptions& options) {
   vmm::LocalClusterConfig config;
   config.vmpod_binary = env("VMPOD_BINARY");
   config.dir = dir;
@@ -34,7 +44,8 @@ std::unique_ptr<vmm::LocalCluster> start_cluster(const std::string& dir, const G
   config.provider = options.provider;
   auto cluster = vmm::LocalCluster::start(config);
   cr_assert(cluster.has_value(), "cluster: %s", cluster ? "" : cluster.error().to_string().c_str());
-  return std::move(*cluster);
+  clusters().push_back(std::move(*cluster));
+  return clusters().back().get();
 }
 
 std::unique_ptr<BootedGuest> boot_guest(const std::string& test, const GuestOptions& options) {

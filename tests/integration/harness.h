@@ -22,7 +22,7 @@ struct GuestOptions {
 };
 
 struct BootedGuest {
-  std::unique_ptr<vmm::LocalCluster> cluster;
+  vmm::LocalCluster* cluster;  // owned by the harness, see stop_all()
   std::unique_ptr<vmm::VmmClient> vmm;
   vmm::VmRecord vm;
   std::unique_ptr<cpuserver::GuestAgent> agent;
@@ -30,7 +30,11 @@ struct BootedGuest {
 
 // A fresh directory under /tmp for one test's sockets and logs.
 std::string test_dir(const std::string& name);
-std::unique_ptr<vmm::LocalCluster> start_cluster(const std::string& dir, const GuestOptions& options);
+// The harness owns every cluster it starts, so that stop_all() can stop
+// them when a failed assertion leaves the test body without running its
+// destructors. Give every test `.fini = vmpod::testing::stop_all`.
+vmm::LocalCluster* start_cluster(const std::string& dir, const GuestOptions& options);
+void stop_all();
 // Starts a cluster, boots the guest image on it, waits for its agent.
 std::unique_ptr<BootedGuest> boot_guest(const std::string& test, const GuestOptions& options);
 

@@ -9,7 +9,7 @@
 using namespace vmpod;
 using namespace std::chrono_literals;
 
-Test(local_cache, guest_larger_than_its_cache_runs_correctly, .timeout = 300) {
+Test(local_cache, guest_larger_than_its_cache_runs_correctly, .timeout = 300, .fini = vmpod::testing::stop_all) {
   testing::GuestOptions options;
   options.memory_bytes = 512ull << 20;
   options.local_cache_bytes = options.memory_bytes / 4;

@@ -33,7 +33,7 @@ nlohmann::json wait_event(qmp::QmpClient& client, const std::string& name, std::
 
 }  // namespace
 
-Test(qmp_endpoint, clients_stay_connected_across_a_new_qemu, .timeout = 300) {
+Test(qmp_endpoint, clients_stay_connected_across_a_new_qemu, .timeout = 300, .fini = vmpod::testing::stop_all) {
   auto guest = testing::boot_guest("qmp-endpoint", {});
   cr_assert(!guest->vm.qmp_endpoint.empty(), "the vm has no endpoint");
 

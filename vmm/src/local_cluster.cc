@@ -22,7 +22,7 @@ Result<Subprocess> LocalCluster::start_pod(const std::string& name, std::vector<
                                            const net::SocketAddress& address) {
   args.insert(args.begin(), config_.vmpod_binary);
   if (config_.verbose) args.push_back("--verbose");
-  auto process = Subprocess::spawn(args, log_path(name));
+  auto process = Subprocess::spawn(args, log_path(name), /*die_with_parent=*/true);
   if (!process) return fail(process.error().context(name));
   auto deadline = std::chrono::steady_clock::now() + kStartTimeout;
   while (true) {

@@ -18,8 +18,12 @@ namespace vmpod {
 class Subprocess {
  public:
   // Starts argv[0] (looked up in PATH) with stdout and stderr appended to
-  // log_path ("" keeps vmpod's own).
-  static Result<Subprocess> spawn(const std::vector<std::string>& argv, const std::string& log_path);
+  // log_path ("" keeps vmpod's own). With die_with_parent the child is
+  // killed when the thread that spawned it ends (PR_SET_PDEATHSIG): for
+  // children of a main thread, so a crashed `vmpod run` or test leaves no
+  // pods behind; never for children spawned from a short-lived thread.
+  static Result<Subprocess> spawn(const std::vector<std::string>& argv, const std::string& log_path,
+                                  bool die_with_parent = false);
 
   Subprocess() = default;
   Subprocess(Subprocess&& other) noexcept;

@@ -27,6 +27,7 @@ struct LocalClusterConfig {
 class LocalCluster {
  public:
   // Starts the pods, waits until each answers on its socket, then the vmm.
+  // Call from a thread that lives as long as the cluster: the pods die with it.
   static Result<std::unique_ptr<LocalCluster>> start(const LocalClusterConfig& config);
   // Stops the vmm (which stops its VMs), then the pods, by process id.
   ~LocalCluster();
