@@ -930,11 +930,11 @@ struct FabricClient::Impl {
     }
   }
 
-  Result<size_t> call(std::span<const iovec> request, std::span<std::byte> reply,
+  Result<size_t> call(std::span<const iovec> request, std::span<const iovec> reply,
                       std::chrono::milliseconds timeout);
 };
 
-Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::span<std::byte> reply,
+Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::span<const iovec> reply,
                                         std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   size_t total = 0;
@@ -943,7 +943,9 @@ Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::spa
     return fail(ErrorCode::kInvalidArgument, "fabric request of " + std::to_string(total) +
                                                  " bytes exceeds max_message " +
                                                  std::to_string(max_message));
-  const size_t cap = std::min(reply.size(), max_message);
+  size_t reply_space = 0;
+  for (const iovec& v : reply) reply_space += v.iov_len;
+  const size_t cap = std::min(reply_space, max_message);
 
   auto call = std::make_shared<CallState>();
   const uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed) & ~kReplyBit;
@@ -1059,7 +1061,13 @@ Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::spa
       } else if (rep.flags & kFlagHandlerError) {
         result = fail(ErrorCode::kInternal, "fabric server handler failed");
       } else {
-        if (body != 0) std::memcpy(reply.data(), rx->data + sizeof(WireHeader), body);
+        // Scattered straight into the caller's pieces: one copy per reply.
+        size_t copied = 0;
+        for (const iovec& v : reply) {
+          size_t piece = std::min(v.iov_len, body - copied);
+          if (piece != 0) std::memcpy(v.iov_base, rx->data + sizeof(WireHeader) + copied, piece);
+          copied += piece;
+        }
         result = body;
       }
     }
@@ -1114,6 +1122,12 @@ Status FabricClient::connect(std::string_view server_address, uint64_t handle) {
 }
 
 Result<size_t> FabricClient::call(std::span<const iovec> request, std::span<std::byte> reply,
+                                  std::chrono::milliseconds timeout) {
+  iovec whole{reply.data(), reply.size()};
+  return impl_->call(request, std::span<const iovec>(&whole, 1), timeout);
+}
+
+Result<size_t> FabricClient::call(std::span<const iovec> request, std::span<const iovec> reply,
                                   std::chrono::milliseconds timeout) {
   return impl_->call(request, reply, timeout);
 }

@@ -181,24 +181,19 @@ Status MemoryPodClient::page_call(PageOp op, const RegionHandle& region, uint64_
   request.token = region.token;
   iovec iov[2] = {{&request, sizeof(request)},
                   {const_cast<std::byte*>(data.data()), data.size()}};
-  // The reply header and the data land in one buffer; reads copy out of it.
-  // A thread-local buffer keeps the 1 MiB reads free of allocation.
-  thread_local std::vector<std::byte> reply_buffer;
-  reply_buffer.resize(sizeof(PageReply) + out.size());
-  auto got = fabric_->call(std::span<const iovec>(iov, data.empty() ? 1 : 2), reply_buffer,
-                           options_.io_timeout);
+  PageReply reply{};
+  iovec reply_iov[2] = {{&reply, sizeof(reply)}, {out.data(), out.size()}};
+  auto got = fabric_->call(std::span<const iovec>(iov, data.empty() ? 1 : 2),
+                           std::span<const iovec>(reply_iov, out.empty() ? 1 : 2), options_.io_timeout);
   if (!got) {
     if (got.error().code() == ErrorCode::kUnavailable && !lost_) mark_lost(got.error().message());
     return fail(got.error().context("memory pod " + pod_id_));
   }
-  PageReply reply;
   if (*got < sizeof(reply)) return fail(ErrorCode::kInternal, "memory pod " + pod_id_ + ": short page reply");
-  std::memcpy(&reply, reply_buffer.data(), sizeof(reply));
   VMPOD_TRY_CTX(decode_status(reply.status, "page request"), "memory pod " + pod_id_);
   if (reply.length != out.size() || *got != sizeof(reply) + out.size()) {
     return fail(ErrorCode::kInternal, "memory pod " + pod_id_ + ": page reply of wrong length");
   }
-  std::memcpy(out.data(), reply_buffer.data() + sizeof(reply), out.size());
   return {};
 }
 

@@ -76,6 +76,10 @@ class FabricClient {
   // never written after call() has returned.
   Result<size_t> call(std::span<const iovec> request, std::span<std::byte> reply,
                       std::chrono::milliseconds timeout);
+  // The same with the reply scattered over several buffers (a header and
+  // the caller's own data buffer), saving a copy.
+  Result<size_t> call(std::span<const iovec> request, std::span<const iovec> reply,
+                      std::chrono::milliseconds timeout);
 
   // Fails every call in flight and every later one with kUnavailable (a lost
   // pod): nobody waits out a timeout for a peer known to be gone.
