@@ -754,6 +754,7 @@ Result<std::unique_ptr<Podfs>> Podfs::mount(const PodfsConfig& config) {
   fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
   fuse_lowlevel_ops ops = Impl::operations();
   impl->session = fuse_session_new(&args, &ops, sizeof(ops), impl.get());
+  fuse_opt_free_args(&args);  // fuse_session_new copies what it keeps
   if (impl->session == nullptr) return fail(ErrorCode::kInternal, "podfs: fuse_session_new failed");
   if (fuse_session_mount(impl->session, config.mountpoint.c_str()) != 0) {
     fuse_session_destroy(impl->session);

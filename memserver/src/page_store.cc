@@ -55,10 +55,12 @@ namespace {
 constexpr uint64_t kTablePages = 512;  // pages per second-level table
 
 bool all_zero(std::span<const std::byte> bytes) {
-  const auto* words = reinterpret_cast<const uint64_t*>(bytes.data());
+  // Word by word through memcpy: the data may start at any alignment.
   size_t count = bytes.size() / sizeof(uint64_t);
   for (size_t i = 0; i < count; ++i) {
-    if (words[i] != 0) return false;
+    uint64_t word;
+    std::memcpy(&word, bytes.data() + i * sizeof(uint64_t), sizeof(word));
+    if (word != 0) return false;
   }
   for (size_t i = count * sizeof(uint64_t); i < bytes.size(); ++i) {
     if (bytes[i] != std::byte{0}) return false;

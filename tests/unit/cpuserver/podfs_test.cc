@@ -4,7 +4,8 @@
 //
 // Criterion forks per test, so each test mounts and unmounts its own podfs;
 // everything is held in globals so that fini cleans up after a failed
-// assertion (which skips destructors).
+// assertion (which skips destructors), and a crash_cleanup::Watchdog
+// unwedges and cleans up after a crash (which skips fini too).
 #include <criterion/criterion.h>
 
 #include <dirent.h>
@@ -28,6 +29,8 @@
 #include <vmpod/cpuserver/podfs.h>
 #include <vmpod/memserver/memserver.h>
 
+#include "crash_cleanup.h"
+
 using namespace vmpod;
 using namespace vmpod::cpuserver;
 using namespace std::chrono_literals;
@@ -42,8 +45,11 @@ constexpr size_t kPods = 2;
 
 std::string g_dir;
 std::string g_mnt;
-std::vector<std::unique_ptr<memserver::Memserver>> g_pods;
-std::unique_ptr<Podfs> g_fs;
+// Never destroyed at exit: libfabric's psm library turns a crash into exit(),
+// and these destructors would then wait on the crashed thread's calls.
+std::vector<std::unique_ptr<memserver::Memserver>>& g_pods =
+    *new std::vector<std::unique_ptr<memserver::Memserver>>;
+std::unique_ptr<Podfs>& g_fs = *new std::unique_ptr<Podfs>;
 
 bool mounted(const std::string& path) {
   std::ifstream mounts("/proc/mounts");
@@ -53,6 +59,8 @@ bool mounted(const std::string& path) {
   }
   return false;
 }
+
+crash_cleanup::Watchdog g_watchdog;
 
 // Closes whatever a failed test left open under the mount, so that the
 // unmount does not wait for it.
@@ -73,6 +81,7 @@ void setup() {
   g_dir = tmpl;
   g_mnt = g_dir + "/mnt";
   cr_assert_eq(::mkdir(g_mnt.c_str(), 0755), 0);
+  cr_assert(g_watchdog.start(g_dir, g_mnt), "cannot start the cleanup watchdog");
   for (size_t i = 0; i < kPods; ++i) {
     memserver::MemserverConfig config;
     config.pod_id = "mem" + std::to_string(i);
@@ -96,6 +105,7 @@ void teardown() {
     std::error_code ec;
     std::filesystem::remove_all(g_dir, ec);
   }
+  g_watchdog.stop();
 }
 
 Podfs& mount(uint64_t cache_bytes = 0) {
@@ -110,6 +120,7 @@ Podfs& mount(uint64_t cache_bytes = 0) {
   auto fs = Podfs::mount(config);
   cr_assert(fs.has_value(), "mount: %s", fs ? "" : fs.error().to_string().c_str());
   g_fs = std::move(*fs);
+  g_watchdog.mounted(g_mnt);
   cr_assert(mounted(g_mnt), "%s not in /proc/mounts", g_mnt.c_str());
   return *g_fs;
 }

@@ -15,6 +15,8 @@
 #include <vmpod/memserver/memserver.h>
 #include <vmpod/pods/memory_client.h>
 
+#include "crash_cleanup.h"
+
 using namespace vmpod;
 using namespace vmpod::memserver;
 using namespace std::chrono_literals;
@@ -29,19 +31,25 @@ constexpr uint64_t kMiB = 1 << 20;
 // Held outside the test body: a failed assertion skips destructors, and
 // fini must still stop the pod and remove its socket.
 std::string g_dir;
-std::unique_ptr<Memserver> g_server;
-std::vector<std::unique_ptr<MemoryPodClient>> g_clients;
+// Never destroyed at exit: libfabric's psm library turns a crash into exit(),
+// and these destructors would then wait on the crashed thread's call.
+std::unique_ptr<Memserver>& g_server = *new std::unique_ptr<Memserver>;
+std::vector<std::unique_ptr<MemoryPodClient>>& g_clients =
+    *new std::vector<std::unique_ptr<MemoryPodClient>>;
+crash_cleanup::Watchdog g_watchdog;  // removes g_dir after a crash
 
 void setup() {
   char tmpl[] = "/tmp/vmpod-memserver-XXXXXX";
   cr_assert_not_null(::mkdtemp(tmpl));
   g_dir = tmpl;
+  cr_assert(g_watchdog.start(g_dir), "cannot start the cleanup watchdog");
 }
 
 void teardown() {
   g_clients.clear();
   g_server.reset();
   if (!g_dir.empty()) std::filesystem::remove_all(g_dir);
+  g_watchdog.stop();
 }
 
 net::FabricConfig fabric(net::FabricProvider provider) {
@@ -236,17 +244,23 @@ void loss_detected(net::FabricProvider provider) {
   g_server.reset();
   // A read issued at once, before anyone noticed, fails fast too: the
   // lost pod's in-flight calls are failed, not left to the 10 s timeout.
-  std::vector<std::byte> first(kPage);
-  auto early = client.read(*region, 0, first);
-  auto early_took = std::chrono::steady_clock::now() - killed;
-  cr_expect(!early.has_value(), "read from a destroyed pod succeeded");
-  if (!early) {
-    cr_expect_eq(early.error().code(), ErrorCode::kUnavailable, "%s",
-                 early.error().to_string().c_str());
+  // Not over shm: in one process the shm provider shares the server
+  // endpoint's memory instead of mapping it, so a send to a server closed
+  // in this process touches freed memory (a separate pod process's would
+  // stay mapped).
+  if (provider != net::FabricProvider::kShm) {
+    std::vector<std::byte> first(kPage);
+    auto early = client.read(*region, 0, first);
+    auto early_took = std::chrono::steady_clock::now() - killed;
+    cr_expect(!early.has_value(), "read from a destroyed pod succeeded");
+    if (!early) {
+      cr_expect_eq(early.error().code(), ErrorCode::kUnavailable, "%s",
+                   early.error().to_string().c_str());
+    }
+    cr_expect(early_took < 3s, "first read after the pod died took %lld ms",
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(early_took).count()));
   }
-  cr_expect(early_took < 3s, "first read after the pod died took %lld ms",
-            static_cast<long long>(
-                std::chrono::duration_cast<std::chrono::milliseconds>(early_took).count()));
   while (client.alive() && std::chrono::steady_clock::now() - killed < 5s) {
     std::this_thread::sleep_for(10ms);
   }
