@@ -16,6 +16,11 @@ packages=(
   busybox-static stress-ng cpio gzip zstd kmod squashfs-tools
 )
 
+# podfs ends a FUSE connection nobody will let go of through fusectl.
+if [ "$(id -u)" -eq 0 ] && [ -d /sys/fs/fuse/connections ] && ! grep -q " /sys/fs/fuse/connections " /proc/mounts; then
+  mount -t fusectl fusectl /sys/fs/fuse/connections || echo "setup: cannot mount fusectl" >&2
+fi
+
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
