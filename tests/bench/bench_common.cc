@@ -1,3 +1,4 @@
+#include <filesystem>
 #include "bench_common.h"
 
 #include <signal.h>
@@ -189,6 +190,37 @@ std::vector<std::string> mounts_under(const std::string& dir) {
     if (decoded == dir || decoded.rfind(dir + "/", 0) == 0) out.push_back(decoded);
   }
   return out;
+}
+
+int finish(const std::string& name, const std::string& dir, bool own_dir, const std::string& failure,
+           nlohmann::json& doc, const std::optional<std::string>& json_path,
+           std::chrono::steady_clock::time_point started) {
+  std::vector<std::string> left = mounts_under(dir);
+  for (const auto& m : left) std::fprintf(stderr, "%s: mount left behind: %s\n", name.c_str(), m.c_str());
+  if (left.empty() && own_dir) {
+    std::error_code ec;
+    if (failure.empty()) std::filesystem::remove_all(dir, ec);
+    else std::fprintf(stderr, "%s: logs kept in %s\n", name.c_str(), dir.c_str());
+  }
+  int exit_code = 0;
+  if (!failure.empty()) {
+    std::fprintf(stderr, "%s: FAILED: %s\n", name.c_str(), failure.c_str());
+    exit_code = 1;
+  } else if (stop_requested()) {
+    std::fprintf(stderr, "%s: interrupted, cleaned up\n", name.c_str());
+    exit_code = 128 + stop_signal();
+  } else {
+    if (json_path) {
+      doc["runtime_s"] = seconds_since(started);
+      if (!write_json(doc, *json_path)) {
+        std::fprintf(stderr, "%s: cannot write %s\n", name.c_str(), json_path->c_str());
+        exit_code = 1;
+      }
+    }
+    std::fprintf(stderr, "%s: done in %.1f s\n", name.c_str(), seconds_since(started));
+  }
+  if (!left.empty() && exit_code == 0) exit_code = 1;
+  return exit_code;
 }
 
 }  // namespace vmpod::bench

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
 #include <nlohmann/json.hpp>
 
 namespace vmpod::bench {
@@ -68,6 +70,13 @@ std::string format_value(double value);
 
 // `where` is a path or "-" for stdout.
 bool write_json(const nlohmann::json& doc, const std::string& where);
+
+// Ends a run: reports mounts left under dir, removes dir when the run made
+// it and all went well, writes --json, and returns the exit code (1 on a
+// failure or a mount left behind, 128 + signal when interrupted).
+int finish(const std::string& name, const std::string& dir, bool own_dir, const std::string& failure,
+           nlohmann::json& doc, const std::optional<std::string>& json_path,
+           std::chrono::steady_clock::time_point started);
 
 // The directory holding this executable.
 std::string executable_dir();

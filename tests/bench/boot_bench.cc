@@ -433,31 +433,7 @@ int run(int argc, char** argv) {
     }
   }
 
-  std::vector<std::string> left = bench::mounts_under(o.dir);
-  for (const auto& m : left) std::fprintf(stderr, "boot_bench: mount left behind: %s\n", m.c_str());
-  if (left.empty() && own_dir) {
-    if (failure.empty()) std::filesystem::remove_all(o.dir, ec);
-    else std::fprintf(stderr, "boot_bench: logs kept in %s\n", o.dir.c_str());
-  }
-  int exit_code = 0;
-  if (!failure.empty()) {
-    std::fprintf(stderr, "boot_bench: FAILED: %s\n", failure.c_str());
-    exit_code = 1;
-  } else if (bench::stop_requested()) {
-    std::fprintf(stderr, "boot_bench: interrupted, cleaned up\n");
-    exit_code = 128 + bench::stop_signal();
-  } else {
-    if (o.json) {
-      doc["runtime_s"] = bench::seconds_since(started);
-      if (!bench::write_json(doc, *o.json)) {
-        std::fprintf(stderr, "boot_bench: cannot write %s\n", o.json->c_str());
-        exit_code = 1;
-      }
-    }
-    std::fprintf(stderr, "boot_bench: done in %.1f s\n", bench::seconds_since(started));
-  }
-  if (!left.empty() && exit_code == 0) exit_code = 1;
-  return exit_code;
+  return bench::finish("boot_bench", o.dir, own_dir, failure, doc, o.json, started);
 }
 
 }  // namespace

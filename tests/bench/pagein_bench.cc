@@ -858,31 +858,8 @@ int driver_main(int argc, char** argv) {
 
   // Clean up in reverse: each podfs is unmounted before its pods stop.
   for (auto it = stores.rbegin(); it != stores.rend(); ++it) tear_down(**it);
-  std::vector<std::string> left = bench::mounts_under(o.dir);
-  for (const auto& m : left) std::fprintf(stderr, "pagein_bench: mount left behind: %s\n", m.c_str());
-  if (left.empty() && own_dir) {
-    if (failure.empty()) std::filesystem::remove_all(o.dir, ec);
-    else std::fprintf(stderr, "pagein_bench: logs kept in %s\n", o.dir.c_str());
-  }
-
-  if (!failure.empty()) {
-    std::fprintf(stderr, "pagein_bench: FAILED: %s\n", failure.c_str());
-    exit_code = 1;
-  } else if (bench::stop_requested()) {
-    std::fprintf(stderr, "pagein_bench: interrupted, cleaned up\n");
-    exit_code = 128 + bench::stop_signal();
-  } else {
-    if (o.json) {
-      doc["runtime_s"] = bench::seconds_since(started);
-      if (!bench::write_json(doc, *o.json)) {
-        std::fprintf(stderr, "pagein_bench: cannot write %s\n", o.json->c_str());
-        exit_code = 1;
-      }
-    }
-    std::fprintf(stderr, "pagein_bench: done in %.1f s\n", bench::seconds_since(started));
-  }
-  if (!left.empty()) exit_code = exit_code ? exit_code : 1;
-  return exit_code;
+  int finished = bench::finish("pagein_bench", o.dir, own_dir, failure, doc, o.json, started);
+  return finished != 0 ? finished : exit_code;
 }
 
 }  // namespace
