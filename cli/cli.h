@@ -32,6 +32,7 @@ struct Outcome {
 void add_daemon_verbs(CLI::App& app, Outcome& outcome);
 void add_run_verb(CLI::App& app, Outcome& outcome);
 void add_vm_verbs(CLI::App& app, Outcome& outcome);
+void add_monitor_verbs(CLI::App& app, Outcome& outcome);
 
 // Shared by the verbs.
 void setup_logging(const std::string& name, bool verbose);

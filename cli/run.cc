@@ -38,6 +38,7 @@ struct RunFlags {
   std::string stripe = "1M";
   std::string local_cache = "0";
   std::string provider = "tcp";
+  std::string qmp_tcp;
   std::string pod_capacity;
   std::string command;
   unsigned command_timeout = 600;
@@ -82,6 +83,7 @@ Result<vmm::VmRequest> vm_request(const RunFlags& flags) {
   auto provider = net::parse_fabric_provider(flags.provider);
   if (!provider) return fail(provider.error());
   request.provider = *provider;
+  request.qmp_tcp = flags.qmp_tcp;
   return request;
 }
 
@@ -114,7 +116,7 @@ bool vm_running(vmm::VmmClient& client, const std::string& name, std::string& re
   }
   failed = vm->state == vmm::VmState::kFailed;
   reason = vm->reason;
-  return vm->state == vmm::VmState::kRunning || vm->state == vmm::VmState::kStarting;
+  return vmm::vm_has_qemu(vm->state) || vm->state == vmm::VmState::kStarting;
 }
 
 // Copies between the terminal and one QEMU's console until that console
@@ -159,7 +161,7 @@ bool attach_console(vmm::VmmClient& client, const std::string& name, SignalFd& s
       if (::poll(&pfd, 1, 200) > 0 && signals.fired()) return true;
       continue;
     }
-    if (vm->state != vmm::VmState::kRunning) return false;
+    if (!vmm::vm_has_qemu(vm->state)) return false;
     net::SocketAddress serial{net::SocketAddress::Kind::kUnix, vm->runtime.paths.serial_socket, "", 0};
     auto console = net::connect_socket(serial, std::chrono::seconds(5));
     if (!console) {
@@ -260,8 +262,9 @@ void run(const RunFlags& flags, Outcome& outcome) {
   std::fprintf(stderr, "vmpod: %s running on %s, RAM %s striped over", vm->name.c_str(), vm->compute_pod.c_str(),
                flags.memory.c_str());
   for (const auto& pod : vm->memory_pods) std::fprintf(stderr, " %s", pod.c_str());
-  std::fprintf(stderr, " (%s); console below%s\n", flags.provider.c_str(),
-               flags.command.empty() ? ", Ctrl-C stops it" : "");
+  std::fprintf(stderr, " (%s)\nvmpod: QMP %s%s%s, HMP %s; console below%s\n", flags.provider.c_str(),
+               vm->qmp_endpoint.c_str(), vm->qmp_tcp_endpoint.empty() ? "" : " and ", vm->qmp_tcp_endpoint.c_str(),
+               vm->hmp_endpoint.c_str(), flags.command.empty() ? ", Ctrl-C stops it" : "");
 
   bool interrupted = flags.command.empty() ? attach_console(**client, vm->name, signals)
                                            : run_guest_command(**client, *vm, flags, signals, outcome);
@@ -307,6 +310,7 @@ void add_run_verb(CLI::App& app, Outcome& outcome) {
   cmd->add_option("--local-cache", flags->local_cache, "most guest RAM cached on the compute pod (0: no bound)")
       ->capture_default_str();
   cmd->add_option("--provider", flags->provider, "fabric provider: tcp, shm, verbs")->capture_default_str();
+  cmd->add_option("--qmp-tcp", flags->qmp_tcp, "also serve the VM's QMP on HOST:PORT (port 0: any free port)");
   cmd->add_option("--pod-capacity", flags->pod_capacity, "DRAM of each local memory pod (default: guest RAM)");
   cmd->add_option("-c,--command", flags->command, "run this in the guest through its agent, print its output, "
                                                  "exit with its code");

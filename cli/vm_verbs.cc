@@ -1,12 +1,10 @@
-// Verbs that act on VMs of a running vmm: ls, stop, stats, drop-cache, exec.
+// Verbs that act on VMs of a running vmm: ls, stop, restart, stats,
+// drop-cache, exec. The monitor verbs (qmp, hmp, events) are in monitor_verbs.cc.
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
 
-#include <iostream>
-
 #include <vmpod/cpuserver/guest_agent.h>
-#include <vmpod/qmp/qmp_client.h>
 
 #include "cli.h"
 
@@ -36,6 +34,8 @@ nlohmann::json vm_json(const vmm::VmRecord& vm) {
           {"memory-pods", vm.memory_pods},
           {"qemu-pid", vm.runtime.qemu_pid},
           {"qmp-endpoint", vm.qmp_endpoint},
+          {"hmp-endpoint", vm.hmp_endpoint},
+          {"qmp-tcp-endpoint", vm.qmp_tcp_endpoint},
           {"serial-socket", vm.runtime.paths.serial_socket},
           {"serial-log", vm.runtime.paths.serial_log},
           {"agent-socket", vm.runtime.paths.agent_socket}};
@@ -58,6 +58,7 @@ ExitCode list(const VmFlags& flags) {
     for (const auto& pod : vm.memory_pods) memory += (memory.empty() ? "" : ",") + pod;
     std::printf("%-16s %-10s %-8s %-20s %s\n", vm.name.c_str(), std::string(vm_state_name(vm.state)).c_str(),
                 vm.compute_pod.c_str(), memory.c_str(), vm.qmp_endpoint.c_str());
+    if (!vm.qmp_tcp_endpoint.empty()) std::printf("  qmp also on %s\n", vm.qmp_tcp_endpoint.c_str());
     if (!vm.reason.empty()) std::printf("  %s\n", vm.reason.c_str());
   }
   return ExitCode::kOk;
@@ -88,56 +89,6 @@ ExitCode exec(const VmFlags& flags, Outcome& outcome) {
   return ExitCode::kOk;
 }
 
-// One QMP exchange: a JSON command, or a bare command name, to the VM's
-// endpoint; the reply printed whole (--json) or as its return value.
-ExitCode qmp_command(qmp::QmpClient& client, const std::string& text, bool json, bool& failed) {
-  nlohmann::json request = nlohmann::json::parse(text, nullptr, false);
-  if (request.is_discarded()) {
-    if (text.find_first_of("{}[]\" ") != std::string::npos) {
-      std::fprintf(stderr, "vmpod: not a QMP command: %s\n", text.c_str());
-      failed = true;
-      return ExitCode::kUsage;
-    }
-    request = {{"execute", text}};
-  }
-  auto reply = client.execute_raw(request, std::chrono::seconds(120));
-  if (!reply) return report(reply.error());
-  if (json) {
-    std::printf("%s\n", reply->dump().c_str());
-  } else if (reply->contains("error")) {
-    std::printf("error: %s: %s\n", (*reply)["error"].value("class", "").c_str(),
-                (*reply)["error"].value("desc", "").c_str());
-  } else {
-    std::printf("%s\n", reply->value("return", nlohmann::json::object()).dump(2).c_str());
-  }
-  if (reply->contains("error")) failed = true;
-  std::fflush(stdout);
-  return ExitCode::kOk;
-}
-
-ExitCode qmp_verb(const VmFlags& flags) {
-  auto vmm_client = connect(flags);
-  if (!vmm_client) return report(vmm_client.error());
-  auto vm = (*vmm_client)->vm(flags.vm);
-  if (!vm) return report(vm.error());
-  net::SocketAddress endpoint{net::SocketAddress::Kind::kUnix, vm->qmp_endpoint, "", 0};
-  auto client = qmp::QmpClient::connect(endpoint, std::chrono::seconds(5));
-  if (!client) return report(client.error());
-  bool failed = false;
-  if (!flags.command.empty()) {
-    ExitCode code = qmp_command(**client, flags.command, flags.json, failed);
-    return code != ExitCode::kOk ? code : failed ? ExitCode::kFailure : ExitCode::kOk;
-  }
-  // A stream of commands on stdin, one per line, as qmp-shell takes them.
-  std::string line;
-  while (std::getline(std::cin, line)) {
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    ExitCode code = qmp_command(**client, line, flags.json, failed);
-    if (code != ExitCode::kOk && code != ExitCode::kUsage) return code;
-  }
-  return failed ? ExitCode::kFailure : ExitCode::kOk;
-}
-
 CLI::App* vm_verb(CLI::App& app, const char* name, const char* help, std::shared_ptr<VmFlags> flags) {
   auto* cmd = app.add_subcommand(name, help);
   cmd->add_option("--vmm", flags->vmm, "vmm control socket (default $VMPOD_VMM or unix:/run/vmpod/vmm.sock)");
@@ -147,6 +98,8 @@ CLI::App* vm_verb(CLI::App& app, const char* name, const char* help, std::shared
 }  // namespace
 
 void add_vm_verbs(CLI::App& app, Outcome& outcome) {
+  add_monitor_verbs(app, outcome);
+
   auto ls_flags = std::make_shared<VmFlags>();
   auto* ls = vm_verb(app, "ls", "List VMs with their state, pods and QMP socket", ls_flags);
   ls->add_flag("--json", ls_flags->json, "JSON for scripts");
@@ -187,14 +140,6 @@ void add_vm_verbs(CLI::App& app, Outcome& outcome) {
     auto restarted = (*client)->restart_vm(restart_flags->vm);
     if (!restarted) outcome.code = report(restarted.error());
   });
-
-  auto qmp_flags = std::make_shared<VmFlags>();
-  auto* qmp_cmd = vm_verb(app, "qmp", "Send QMP commands to a VM's endpoint (one argument, or lines on stdin)",
-                          qmp_flags);
-  qmp_cmd->add_option("vm", qmp_flags->vm, "VM name")->required();
-  qmp_cmd->add_option("command", qmp_flags->command, "a JSON command or a bare command name");
-  qmp_cmd->add_flag("--json", qmp_flags->json, "print each reply whole, one per line");
-  qmp_cmd->callback([qmp_flags, &outcome] { outcome.code = qmp_verb(*qmp_flags); });
 
   auto exec_flags = std::make_shared<VmFlags>();
   auto* exec_cmd = vm_verb(app, "exec", "Run a shell command in a VM through its guest agent", exec_flags);

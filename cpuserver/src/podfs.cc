@@ -851,9 +851,17 @@ PodfsStats Podfs::stats() const {
 }
 
 Result<std::vector<pods::MemoryPodStats>> Podfs::memory_pod_stats() const {
+  std::vector<std::vector<pods::RegionHandle>> regions(impl_->pods.size());
+  {
+    std::lock_guard lock(impl_->mutex);
+    for (const auto& [ino, node] : impl_->nodes) {
+      if (!node->data) continue;
+      for (size_t i = 0; i < node->data->regions.size(); ++i) regions[i].push_back(node->data->regions[i]);
+    }
+  }
   std::vector<pods::MemoryPodStats> out;
-  for (auto& pod : impl_->pods) {
-    auto stats = pod->stats();
+  for (size_t i = 0; i < impl_->pods.size(); ++i) {
+    auto stats = impl_->pods[i]->stats(regions[i]);
     if (!stats) return fail(stats.error());
     out.push_back(std::move(*stats));
   }

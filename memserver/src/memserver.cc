@@ -138,9 +138,17 @@ struct Memserver::Impl {
     return pods::empty_message();
   }
 
-  std::string stats() {
+  Result<std::string> stats(std::string_view body) {
+    auto request = net::unpack<Vmpod__Pods__MemStatsRequest>(vmpod__pods__mem_stats_request__descriptor, body);
+    if (!request) return fail(request.error());
     pods::MemoryPodStats stats = store.stats();
     stats.pod_id = config.pod_id;
+    for (size_t i = 0; i < (*request)->n_regions; ++i) {
+      auto token = token_of((*request)->regions[i]);
+      if (!token) continue;
+      auto region = store.region_info((*request)->regions[i]->region_id, *token);
+      if (region) stats.region_pages += region->pages_held;
+    }
     pods::MemStatsMessage reply(stats);
     return net::pack_message(reply.message.base);
   }
@@ -151,7 +159,7 @@ struct Memserver::Impl {
       case MessageType::kMemCreateRegion: return create_region(frame.body);
       case MessageType::kMemResizeRegion: return resize_region(frame.body);
       case MessageType::kMemDeleteRegion: return delete_region(frame.body);
-      case MessageType::kMemStats: return stats();
+      case MessageType::kMemStats: return stats(frame.body);
       case MessageType::kMemPing: return pods::empty_message();
       default:
         return fail(ErrorCode::kInvalidArgument,

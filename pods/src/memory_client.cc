@@ -156,8 +156,14 @@ Status MemoryPodClient::delete_region(const RegionHandle& region) {
   return {};
 }
 
-Result<MemoryPodStats> MemoryPodClient::stats() {
-  Vmpod__Pods__Empty request = VMPOD__PODS__EMPTY__INIT;
+Result<MemoryPodStats> MemoryPodClient::stats(std::span<const RegionHandle> regions) {
+  std::vector<Vmpod__Pods__RegionRef> refs;
+  for (const RegionHandle& region : regions) refs.push_back(region_ref(region));
+  std::vector<Vmpod__Pods__RegionRef*> ref_pointers;
+  for (auto& ref : refs) ref_pointers.push_back(&ref);
+  Vmpod__Pods__MemStatsRequest request = VMPOD__PODS__MEM_STATS_REQUEST__INIT;
+  request.n_regions = ref_pointers.size();
+  request.regions = ref_pointers.data();
   auto reply = rpc_call<Vmpod__Pods__MemStatsReply>(*control_, MessageType::kMemStats,
                                                     request.base,
                                                     vmpod__pods__mem_stats_reply__descriptor,

@@ -1,6 +1,12 @@
 #include "vm_endpoint.h"
 
+#include <future>
+
 #include <spdlog/spdlog.h>
+
+#include <vmpod/qmp/qapi.h>
+
+#include "vm_hmp.h"
 
 namespace vmpod::vmm {
 
@@ -10,6 +16,8 @@ constexpr auto kConnectTimeout = std::chrono::seconds(5);
 // Long enough for QEMU's slowest synchronous commands (savevm, dumps).
 constexpr auto kCommandTimeout = std::chrono::seconds(120);
 constexpr auto kIdlePoll = std::chrono::milliseconds(20);
+// An HMP line waits behind the commands queued before it, then runs.
+constexpr auto kHmpTimeout = kCommandTimeout + std::chrono::seconds(10);
 
 qmp::Greeting greeting_of(const nlohmann::json& qemu_greeting) {
   qmp::Greeting greeting;
@@ -24,13 +32,24 @@ qmp::Greeting greeting_of(const nlohmann::json& qemu_greeting) {
 
 }  // namespace
 
-Result<std::unique_ptr<VmEndpoint>> VmEndpoint::start(const std::string& vm, const net::SocketAddress& address) {
-  std::unique_ptr<VmEndpoint> endpoint(new VmEndpoint(vm));
+Result<std::unique_ptr<VmEndpoint>> VmEndpoint::start(const std::string& vm, const Addresses& addresses,
+                                                      std::unique_ptr<qapi::Commands> commands,
+                                                      QemuEventListener on_qemu_event) {
+  std::unique_ptr<VmEndpoint> endpoint(new VmEndpoint(vm, std::move(commands), std::move(on_qemu_event)));
   qmp::Greeting greeting;
   greeting.package = "vmpod " VMPOD_VERSION;
-  auto server = qmp::QmpServer::start(address, greeting, *endpoint);
-  if (!server) return fail(server.error().context("qmp endpoint of " + vm));
-  endpoint->server_ = std::move(*server);
+  std::vector<net::SocketAddress> qmp_addresses{addresses.qmp};
+  if (addresses.qmp_tcp) qmp_addresses.push_back(*addresses.qmp_tcp);
+  for (const auto& address : qmp_addresses) {
+    auto server = qmp::QmpServer::start(address, greeting, *endpoint);
+    if (!server) return fail(server.error().context("qmp endpoint of " + vm));
+    endpoint->servers_.push_back(std::move(*server));
+  }
+  auto hmp = qmp::HmpServer::start(
+      addresses.hmp, "QEMU monitor of vmpod vm " + vm + " - type 'help' for more information",
+      [raw = endpoint.get()](const std::string& line) { return raw->run_hmp_line(line); });
+  if (!hmp) return fail(hmp.error().context("hmp monitor of " + vm));
+  endpoint->hmp_ = std::move(*hmp);
   endpoint->worker_ = std::thread([raw = endpoint.get()] { raw->run(); });
   return endpoint;
 }
@@ -42,7 +61,19 @@ VmEndpoint::~VmEndpoint() {
   }
   wake_.notify_all();
   worker_.join();
-  server_->stop();
+  // HMP clients waiting on the worker have had their answer from run().
+  hmp_->stop();
+  for (auto& server : servers_) server->stop();
+}
+
+std::optional<net::SocketAddress> VmEndpoint::tcp_address() const {
+  if (servers_.size() < 2) return std::nullopt;
+  return servers_[1]->address();
+}
+
+template <typename Emit>
+void VmEndpoint::to_every_server(Emit emit) {
+  for (auto& server : servers_) emit(*server);
 }
 
 void VmEndpoint::attach(const cpuserver::GuestRuntime& runtime, const std::string& compute_pod) {
@@ -54,10 +85,9 @@ void VmEndpoint::attach(const cpuserver::GuestRuntime& runtime, const std::strin
     ++backend_generation_;
   }
   wake_.notify_all();
-  if (replaced) {
-    server_->emit_event("X_VMPOD_BACKEND_CHANGED",
-                        {{"compute-pod", compute_pod}, {"qemu-pid", runtime.qemu_pid}});
-  }
+  if (!replaced) return;
+  const qapi::XVmpodBackendChangedData data{compute_pod, runtime.qemu_pid};
+  to_every_server([&](qmp::QmpServer& server) { qapi::emit_x_vmpod_backend_changed(server, data); });
 }
 
 void VmEndpoint::detach(const std::string& reason) {
@@ -69,20 +99,74 @@ void VmEndpoint::detach(const std::string& reason) {
     ++backend_generation_;
   }
   wake_.notify_all();
-  server_->emit_event("X_VMPOD_BACKEND_GONE", {{"reason", reason}});
+  const qapi::XVmpodBackendGoneData data{reason};
+  to_every_server([&](qmp::QmpServer& server) { qapi::emit_x_vmpod_backend_gone(server, data); });
 }
 
-void VmEndpoint::state_changed(std::string_view state, const std::string& reason) {
-  server_->emit_event("X_VMPOD_VM_STATE", {{"state", state}, {"reason", reason}});
+void VmEndpoint::state_changed(VmState state, const std::string& reason) {
+  qapi::XVmpodVmStateData data{schema_vm_state(state), std::nullopt};
+  if (!reason.empty()) data.reason = reason;
+  to_every_server([&](qmp::QmpServer& server) { qapi::emit_x_vmpod_vm_state(server, data); });
+}
+
+void VmEndpoint::enqueue(Task task) {
+  bool queued = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (!stopping_) {
+      tasks_.push_back(std::move(task));
+      queued = true;
+    }
+  }
+  if (!queued) return task.done(qmp::qmp_fail(qmp::ErrorClass::kGenericError, "the vmm is stopping"));
+  wake_.notify_all();
 }
 
 // Runs on the QMP server's thread: queue for the worker, never block here.
 void VmEndpoint::dispatch(const qmp::Request& request, qmp::Completion done) {
-  {
-    std::lock_guard lock(mutex_);
-    tasks_.push_back(Task{request, std::move(done)});
+  enqueue(Task{request, std::move(done)});
+}
+
+// Runs on the HMP client's thread, which may wait.
+std::string VmEndpoint::run_hmp_line(const std::string& line) {
+  auto answer = std::make_shared<std::promise<qmp::Reply>>();
+  std::future<qmp::Reply> reply = answer->get_future();
+  qmp::Request request;
+  request.command = "human-monitor-command";
+  request.arguments = {{"command-line", line}};
+  enqueue(Task{request, [answer](qmp::Reply result) { answer->set_value(std::move(result)); }});
+  if (reply.wait_for(kHmpTimeout) != std::future_status::ready) return "Error: no answer from the vm's QEMU\n";
+  qmp::Reply result = reply.get();
+  if (!result) return "Error: " + result.error().desc + "\n";
+  return result->is_string() ? result->get<std::string>() : std::string();
+}
+
+qmp::Reply VmEndpoint::execute(const qmp::Request& request) {
+  if (qapi::is_command(request.command)) return qapi::dispatch(*commands_, request);
+  if (request.command == "human-monitor-command") return human_monitor_command(request);
+  qmp::Reply reply = forward(request);
+  if (!reply) return reply;
+  if (request.command == "query-qmp-schema") return qmp::merge_schema(*reply, qapi::introspection());
+  if (request.command == "query-commands" && reply->is_array()) {
+    for (const std::string& name : qapi::command_names()) reply->push_back({{"name", name}});
   }
-  wake_.notify_all();
+  return reply;
+}
+
+qmp::Reply VmEndpoint::human_monitor_command(const qmp::Request& request) {
+  auto line = request.arguments.find("command-line");
+  if (line == request.arguments.end() || !line->is_string()) return forward(request);  // QEMU's error
+  const std::string& text = line->get_ref<const std::string&>();
+  switch (classify_hmp(text)) {
+    case HmpLine::kVmpod: return run_vmpod_hmp(*commands_, text);
+    case HmpLine::kHelp: {
+      qmp::Reply qemu = forward(request);
+      if (!qemu) return qemu;
+      return (qemu->is_string() ? qemu->get<std::string>() : std::string()) + vmpod_hmp_help();
+    }
+    case HmpLine::kQemu: break;
+  }
+  return forward(request);
 }
 
 // Keeps the worker's connection to QEMU matching the backend it should use.
@@ -107,7 +191,8 @@ void VmEndpoint::connect_backend() {
     return;
   }
   qemu_ = std::move(*client);
-  server_->set_greeting(greeting_of(qemu_->greeting()));
+  const qmp::Greeting greeting = greeting_of(qemu_->greeting());
+  for (auto& server : servers_) server->set_greeting(greeting);
 }
 
 qmp::Reply VmEndpoint::forward(const qmp::Request& request) {
@@ -140,8 +225,12 @@ void VmEndpoint::forward_events() {
     auto event = qemu_->next_event(std::chrono::milliseconds(0));
     if (!event) return;
     std::string name = event->value("event", "");
-    if (event->contains("data")) server_->emit_event(name, (*event)["data"]);
-    else server_->emit_event(name);
+    if (event->contains("data")) {
+      to_every_server([&](qmp::QmpServer& server) { server.emit_event(name, (*event)["data"]); });
+    } else {
+      to_every_server([&](qmp::QmpServer& server) { server.emit_event(name); });
+    }
+    on_qemu_event_(name);
   }
 }
 
@@ -158,7 +247,7 @@ void VmEndpoint::run() {
       }
     }
     connect_backend();
-    if (task) task->done(forward(task->request));
+    if (task) task->done(execute(task->request));
     forward_events();
   }
   // Whatever is still queued gets an answer, not silence.

@@ -57,6 +57,7 @@ Result<std::string> memory_pod_id(net::RpcClient& rpc) {
 }  // namespace
 
 struct Vmm::Impl {
+  Vmm* owner = nullptr;  // for the VMs' x-vmpod commands, which use its public calls
   VmmConfig config;
   mutable std::mutex mutex;
   std::map<std::string, std::shared_ptr<Pod>> pods;
@@ -98,21 +99,30 @@ struct Vmm::Impl {
     }
     if (endpoint != nullptr) {
       if (event.to == VmState::kStopped || event.to == VmState::kFailed) endpoint->detach(event.reason);
-      endpoint->state_changed(vm_state_name(event.to), event.reason);
+      endpoint->state_changed(event.to, event.reason);
     }
     for (auto& listener : copy) listener(event);
   }
 
   // The VM's endpoint, made on its first start.
-  Result<VmEndpoint*> endpoint_for(const std::string& name) {
+  Result<VmEndpoint*> endpoint_for(const std::string& name, const std::string& qmp_tcp) {
     std::lock_guard lock(mutex);
     auto it = endpoints.find(name);
     if (it != endpoints.end()) return it->second.get();
     std::error_code ec;
     std::filesystem::create_directories(config.run_dir, ec);
     if (ec) return fail(ErrorCode::kInternal, "cannot create " + config.run_dir + ": " + ec.message());
-    net::SocketAddress address{net::SocketAddress::Kind::kUnix, config.run_dir + "/" + name + ".qmp", "", 0};
-    auto endpoint = VmEndpoint::start(name, address);
+    const std::string base = config.run_dir + "/" + name;
+    VmEndpoint::Addresses addresses{{net::SocketAddress::Kind::kUnix, base + ".qmp", "", 0},
+                                    {net::SocketAddress::Kind::kUnix, base + ".hmp", "", 0},
+                                    std::nullopt};
+    if (!qmp_tcp.empty()) {
+      auto tcp = net::parse_socket_address("tcp:" + qmp_tcp);
+      if (!tcp) return fail(tcp.error().context("qmp tcp address"));
+      addresses.qmp_tcp = *tcp;
+    }
+    auto endpoint = VmEndpoint::start(name, addresses, std::make_unique<VmCommands>(*owner, name),
+                                      [this, name](const std::string& event) { follow_qemu(name, event); });
     if (!endpoint) return fail(endpoint.error());
     VmEndpoint* raw = endpoint->get();
     endpoints.emplace(name, std::move(*endpoint));
@@ -152,6 +162,23 @@ struct Vmm::Impl {
       if (moved) event = *moved;
     }
     if (event) publish(*event);
+  }
+
+  // QEMU's vCPUs stopped or resumed (a monitor's stop or cont, a guest
+  // error policy): the VM is paused or running. Only between those two, so
+  // an old QEMU's last events cannot move a VM that is starting anew.
+  void follow_qemu(const std::string& name, const std::string& event) {
+    const bool stop = event == "STOP";
+    if (!stop && event != "RESUME") return;
+    std::optional<VmEvent> moved;
+    {
+      std::lock_guard lock(mutex);
+      auto it = vms.find(name);
+      if (it == vms.end() || it->second.state != (stop ? VmState::kRunning : VmState::kPaused)) return;
+      auto changed = transition(it->second, stop ? VmState::kPaused : VmState::kRunning, "QEMU event " + event);
+      if (changed) moved = *changed;
+    }
+    if (moved) publish(*moved);
   }
 
   Status connect_pod(Pod& pod) {
@@ -275,7 +302,7 @@ struct Vmm::Impl {
     placement.fabric.provider = request.provider;
     placement.stripe_bytes = request.stripe_bytes;
     placement.local_cache_bytes = request.local_cache_bytes;
-    auto endpoint = endpoint_for(name);
+    auto endpoint = endpoint_for(name, request.qmp_tcp);
     if (!endpoint) {
       move(name, VmState::kFailed, endpoint.error().message());
       return fail(endpoint.error().context("vm " + name));
@@ -283,7 +310,11 @@ struct Vmm::Impl {
     Launch how{compute, request.guest, placement};
     {
       std::lock_guard lock(mutex);
-      vms[name].qmp_endpoint = (*endpoint)->address().path;
+      VmRecord& record = vms[name];
+      record.qmp_endpoint = (*endpoint)->address().path;
+      record.hmp_endpoint = (*endpoint)->hmp_address().path;
+      auto tcp = (*endpoint)->tcp_address();
+      record.qmp_tcp_endpoint = tcp ? tcp->to_string() : std::string();
       launches[name] = how;
     }
     return launch(name, **endpoint, how);
@@ -496,7 +527,7 @@ struct Vmm::Impl {
   }
 };
 
-Vmm::Vmm(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Vmm::Vmm(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) { impl_->owner = this; }
 
 Result<std::unique_ptr<Vmm>> Vmm::start(const VmmConfig& config) {
   auto impl = std::make_unique<Impl>();

@@ -21,6 +21,8 @@ struct VmInfoMessage {
     message.memory_pods = pods_.data();
     message.runtime = &runtime_.message;
     message.qmp_endpoint = c_str(vm_.qmp_endpoint);
+    message.hmp_endpoint = c_str(vm_.hmp_endpoint);
+    message.qmp_tcp_endpoint = c_str(vm_.qmp_tcp_endpoint);
   }
   VmInfoMessage(const VmInfoMessage&) = delete;
   VmInfoMessage& operator=(const VmInfoMessage&) = delete;
@@ -79,6 +81,7 @@ std::string pack_create_vm(const VmRequest& request) {
   message.local_cache_bytes = request.local_cache_bytes;
   message.provider = provider.data();
   message.compute_pod = c_str(request.compute_pod);
+  message.qmp_tcp = c_str(request.qmp_tcp);
   return net::pack_message(message.base);
 }
 
@@ -96,6 +99,7 @@ Result<VmRequest> create_vm_from(std::string_view body) {
   if (!provider) return fail(provider.error());
   request.provider = *provider;
   request.compute_pod = (*message)->compute_pod;
+  request.qmp_tcp = (*message)->qmp_tcp;
   return request;
 }
 
@@ -123,6 +127,8 @@ Result<std::vector<VmRecord>> vm_list_from(std::string_view body) {
     vm.reason = info->reason;
     vm.compute_pod = info->compute_pod;
     vm.qmp_endpoint = info->qmp_endpoint;
+    vm.hmp_endpoint = info->hmp_endpoint;
+    vm.qmp_tcp_endpoint = info->qmp_tcp_endpoint;
     for (size_t j = 0; j < info->n_memory_pods; ++j) vm.memory_pods.push_back(info->memory_pods[j]);
     if (info->runtime != nullptr) {
       auto runtime = cpuserver::runtime_from(info->runtime);

@@ -64,6 +64,7 @@ class Podfs {
   // every file, so the memory pods hold the only copy.
   Status drop_cache();
   PodfsStats stats() const;
+  // Each memory pod's counters, with region_pages counting this podfs's files.
   Result<std::vector<pods::MemoryPodStats>> memory_pod_stats() const;
   // Set once a memory pod is lost: the reason, for the vmm to report.
   std::optional<std::string> failure() const;

@@ -46,7 +46,8 @@ class MemoryPodClient {
   Result<RegionHandle> create_region(uint64_t size, const std::string& owner);
   Status resize_region(const RegionHandle& region, uint64_t size);
   Status delete_region(const RegionHandle& region);
-  Result<MemoryPodStats> stats();
+  // The pod's counters; region_pages sums the pages held by `regions`.
+  Result<MemoryPodStats> stats(std::span<const RegionHandle> regions = {});
 
   // Page I/O over the fabric; offset and length in bytes, at most kMaxPageIo.
   Status read(const RegionHandle& region, uint64_t offset, std::span<std::byte> out);

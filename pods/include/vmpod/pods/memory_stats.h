@@ -22,6 +22,7 @@ struct MemoryPodStats {
   uint64_t refused = 0;  // requests refused for a bad token or region
   std::vector<uint64_t> read_latency;   // LatencyHistogram buckets
   std::vector<uint64_t> write_latency;
+  uint64_t region_pages = 0;  // held by the regions the stats request named
 };
 
 // Holds everything its message points into; never copied or moved.

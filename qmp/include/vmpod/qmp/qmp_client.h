@@ -55,6 +55,9 @@ class QmpClient {
   Result<nlohmann::json> read_reply(std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // The next event ({"event", "data", "timestamp"}), queued or read.
   Result<nlohmann::json> next_event(std::chrono::milliseconds timeout);
+  // False once the server closed the connection or sent what cannot be
+  // parsed; a call that only timed out leaves it true.
+  bool connected() const { return !closed_; }
 
  private:
   explicit QmpClient(net::Fd fd) : fd_(std::move(fd)) {}

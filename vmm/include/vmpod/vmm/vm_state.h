@@ -29,5 +29,7 @@ Result<VmState> parse_vm_state(std::string_view name);
 bool valid_transition(VmState from, VmState to);
 // kWrongState naming both states when the move is not allowed.
 Status check_transition(VmState from, VmState to);
+// A QEMU runs for the VM, its vCPUs running or stopped by a monitor.
+constexpr bool vm_has_qemu(VmState state) { return state == VmState::kRunning || state == VmState::kPaused; }
 
 }  // namespace vmpod::vmm

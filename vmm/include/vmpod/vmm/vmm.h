@@ -35,6 +35,9 @@ struct VmRequest {
   uint64_t local_cache_bytes = 0;
   net::FabricProvider provider = net::FabricProvider::kTcp;
   std::string compute_pod;  // empty: the vmm chooses
+  // Also serve the VM's QMP on this TCP address ("127.0.0.1:0" for any
+  // free port); empty: the unix socket only.
+  std::string qmp_tcp;
 };
 
 struct VmRecord {
@@ -45,6 +48,8 @@ struct VmRecord {
   std::vector<std::string> memory_pods;
   cpuserver::GuestRuntime runtime;
   std::string qmp_endpoint;  // the VM's QMP socket, which outlives its QEMU
+  std::string hmp_endpoint;  // its HMP text socket, likewise
+  std::string qmp_tcp_endpoint;  // "tcp:HOST:PORT" when asked for, else empty
 };
 
 struct VmEvent {
@@ -56,7 +61,7 @@ struct VmEvent {
 
 struct VmmConfig {
   net::SocketAddress control;
-  std::string run_dir = "/run/vmpod/vmm";  // the VMs' QMP endpoints
+  std::string run_dir = "/run/vmpod/vmm";  // the VMs' QMP and HMP sockets
   std::vector<PodRecord> pods;  // registered at start
 };
 
