@@ -155,6 +155,25 @@ void region_lifecycle(net::FabricProvider provider) {
   cr_expect_eq(histogram_count(stats->write_latency), 2u);
   // The client's view matches the store's.
   cr_expect_eq(server.store().stats().pages_held, stats->pages_held);
+  cr_expect_eq(stats->region_pages, 0u, "no region named, none counted");
+
+  // region_pages counts only the regions named, and only with their tokens.
+  auto other = client.create_region(kMiB, "unit-test-other");
+  ASSERT_OK(other);
+  ASSERT_OK(client.write(*other, 0, small));
+  pods::RegionHandle forged = *region;
+  forged.token[0] ^= 1;
+  auto counted = client.stats(std::vector<pods::RegionHandle>{*region});
+  ASSERT_OK(counted);
+  cr_expect_eq(counted->region_pages, 257u);
+  cr_expect_eq(counted->pages_held, 258u);
+  counted = client.stats(std::vector<pods::RegionHandle>{*region, *other});
+  ASSERT_OK(counted);
+  cr_expect_eq(counted->region_pages, 258u);
+  counted = client.stats(std::vector<pods::RegionHandle>{forged, *other});
+  ASSERT_OK(counted);
+  cr_expect_eq(counted->region_pages, 1u, "a wrong token counts nothing");
+  ASSERT_OK(client.delete_region(*other));
 
   // Discard the second half of the big write.
   ASSERT_OK(client.discard(*region, kMiB + kMiB / 2, kMiB / 2));

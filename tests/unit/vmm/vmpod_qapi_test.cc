@@ -1,0 +1,133 @@
+// The code qapi-gen.py made from vmm/schema/vmpod.json: its introspection
+// is whole, dispatch checks arguments and marshals answers, and commands
+// behind an 'if' that this build does not define do not exist.
+#include <criterion/criterion.h>
+
+#include <set>
+
+#include <vmpod/qmp/qapi.h>
+
+#include "vmpod_qapi.h"
+
+using namespace vmpod;
+using namespace vmpod::vmm;
+using nlohmann::json;
+
+namespace {
+
+// Answers with fixed values, so that what dispatch makes of them can be
+// held to the schema.
+class FixedCommands final : public qapi::Commands {
+ public:
+  Result<std::vector<qapi::XVmpodPodInfo>> x_vmpod_query_pods() override {
+    ++calls;
+    return std::vector<qapi::XVmpodPodInfo>{
+        {"cpu0", qapi::XVmpodPodKind::kCompute, "unix:/run/cpu0.sock", true, std::nullopt},
+        {"mem0", qapi::XVmpodPodKind::kMemory, "tcp:10.0.0.2:7000", false, "ping: timed out"}};
+  }
+  Result<std::vector<qapi::XVmpodMemoryTierInfo>> x_vmpod_query_memory() override {
+    return fail(ErrorCode::kUnavailable, "compute pod cpu0 unreachable");
+  }
+  Result<qapi::XVmpodCacheInfo> x_vmpod_query_cache() override {
+    return qapi::XVmpodCacheInfo{128u << 20, 1u << 20, 3, 3u << 20, 1, 0, 0, 2, 8192, 0};
+  }
+  Result<qapi::XVmpodVmInfo> x_vmpod_query_vm() override {
+    return qapi::XVmpodVmInfo{"vm0", qapi::XVmpodVmState::kPaused, std::nullopt, "cpu0", {"mem0", "mem1"}, 42,
+                              "/run/vm0.qmp"};
+  }
+  int calls = 0;
+};
+
+qmp::Request request(const std::string& command, json arguments = json::object()) {
+  qmp::Request out;
+  out.command = command;
+  out.arguments = std::move(arguments);
+  return out;
+}
+
+}  // namespace
+
+Test(vmpod_qapi, introspection_names_every_type_it_uses) {
+  const json& schema = qapi::introspection();
+  std::set<std::string> names;
+  for (const json& info : schema) cr_assert(names.insert(info["name"].get<std::string>()).second);
+  for (const json& info : schema) {
+    for (const char* key : {"arg-type", "ret-type", "element-type"}) {
+      if (info.contains(key)) cr_expect(names.contains(info[key].get<std::string>()), "%s", info.dump().c_str());
+    }
+    for (const json& member : info.value("members", json::array())) {
+      if (member.contains("type")) cr_expect(names.contains(member["type"].get<std::string>()), "%s", info.dump().c_str());
+    }
+    const std::string name = info["name"];
+    if (name.starts_with("x-vmpod-") || name.starts_with("X_VMPOD_")) {
+      cr_expect_eq(info.value("features", json::array()), json::array({"unstable"}), "%s", name.c_str());
+    }
+  }
+  std::set<std::string> commands;
+  for (const json& info : schema) {
+    if (info["meta-type"] == "command") commands.insert(info["name"]);
+  }
+  auto listed = qapi::command_names();
+  cr_expect_eq(std::set<std::string>(listed.begin(), listed.end()), commands);
+}
+
+Test(vmpod_qapi, commands_behind_an_undefined_condition_do_not_exist) {
+  cr_expect(qapi::is_command("x-vmpod-query-pods"));
+  cr_expect(!qapi::is_command("x-vmpod-snapshot"), "CONFIG_VMPOD_SNAPSHOT is not defined in this build");
+  cr_expect(!qapi::is_command("x-vmpod-migrate"));
+  cr_expect(!qapi::is_command("query-status"), "QEMU's commands are not ours");
+  for (const json& info : qapi::introspection()) {
+    cr_expect_neq(info["name"], "XVmpodSnapshotInfo");
+    cr_expect_neq(info["name"], "x-vmpod-fork");
+  }
+}
+
+Test(vmpod_qapi, dispatch_marshals_answers_that_fit_the_schema) {
+  FixedCommands commands;
+  qmp::SchemaIndex index(qapi::introspection());
+  for (const char* name : {"x-vmpod-query-pods", "x-vmpod-query-cache", "x-vmpod-query-vm"}) {
+    qmp::Reply reply = qapi::dispatch(commands, request(name));
+    cr_assert(reply.has_value(), "%s: %s", name, reply ? "" : reply.error().desc.c_str());
+    auto type = index.return_type(name);
+    cr_assert(type.has_value());
+    auto error = index.check_value(*type, *reply, "return");
+    cr_expect(!error.has_value(), "%s: %s in %s", name, error.value_or("").c_str(), reply->dump().c_str());
+  }
+  json pods = qapi::dispatch(commands, request("x-vmpod-query-pods")).value();
+  cr_expect_eq(pods[0], json::parse(R"({"pod-id": "cpu0", "kind": "compute", "address": "unix:/run/cpu0.sock",
+                                        "healthy": true})"));
+  cr_expect_eq(pods[1]["reason"], "ping: timed out");
+  json vm = qapi::dispatch(commands, request("x-vmpod-query-vm")).value();
+  cr_expect_eq(vm["state"], "paused");
+  cr_expect(!vm.contains("reason"), "an absent optional member is left out, as QEMU does");
+}
+
+Test(vmpod_qapi, bad_arguments_never_reach_the_handler) {
+  FixedCommands commands;
+  qmp::Reply reply = qapi::dispatch(commands, request("x-vmpod-query-pods", {{"vm", "vm0"}}));
+  cr_assert(!reply.has_value());
+  cr_expect_eq(reply.error().error_class, qmp::ErrorClass::kGenericError);
+  cr_expect_str_eq(reply.error().desc.c_str(), "Parameter 'vm' is unexpected");
+  cr_expect_eq(commands.calls, 0);
+}
+
+Test(vmpod_qapi, handler_errors_become_generic_errors) {
+  FixedCommands commands;
+  qmp::Reply reply = qapi::dispatch(commands, request("x-vmpod-query-memory"));
+  cr_assert(!reply.has_value());
+  cr_expect_eq(reply.error().error_class, qmp::ErrorClass::kGenericError);
+  cr_expect_str_eq(reply.error().desc.c_str(), "compute pod cpu0 unreachable");
+}
+
+Test(vmpod_qapi, event_data_round_trips) {
+  qapi::XVmpodVmStateData data{qapi::XVmpodVmState::kFailed, "memory pod mem1 lost"};
+  json text = data;
+  cr_expect_eq(text, json::parse(R"({"state": "failed", "reason": "memory pod mem1 lost"})"));
+  qmp::SchemaIndex index(qapi::introspection());
+  auto type = index.event_type("X_VMPOD_VM_STATE");
+  cr_assert(type.has_value());
+  cr_expect(!index.check_value(*type, text, "data").has_value());
+  auto back = text.get<qapi::XVmpodVmStateData>();
+  cr_expect_eq(back.state, qapi::XVmpodVmState::kFailed);
+  cr_expect_eq(back.reason.value_or(""), "memory pod mem1 lost");
+}
