@@ -21,13 +21,14 @@ namespace {
 
 constexpr std::string_view kPrompt = "(qemu) ";
 
-// QEMU's monitor_puts(): every "\n" goes out as "\r\n".
+// QEMU's monitor_puts(): a "\n" goes out as "\r\n". Text that came from
+// QEMU's own HMP (human-monitor-command) has its "\r\n" already.
 std::string monitor_text(std::string_view text) {
   std::string out;
   out.reserve(text.size() + 16);
-  for (char c : text) {
-    if (c == '\n') out += '\r';
-    out += c;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) out += '\r';
+    out += text[i];
   }
   return out;
 }

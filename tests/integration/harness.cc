@@ -2,8 +2,13 @@
 
 #include <criterion/criterion.h>
 
+#include <poll.h>
+#include <sys/socket.h>
+
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 namespace vmpod::testing {
@@ -66,6 +71,7 @@ std::unique_ptr<BootedGuest> boot_guest(const std::string& test, const GuestOpti
   request.memory_pod_count = options.memory_pods;
   request.local_cache_bytes = options.local_cache_bytes;
   request.provider = options.provider;
+  request.qmp_tcp = options.qmp_tcp;
   auto vm = guest->vmm->create_vm(request);
   cr_assert(vm.has_value(), "create vm: %s", vm ? "" : vm.error().to_string().c_str());
   guest->vm = *vm;
@@ -94,6 +100,91 @@ std::string guest_wait_for(BootedGuest& guest, const std::string& file, const st
   }
   cr_assert_fail("'%s' never appeared in %s; it holds: %s", text.c_str(), file.c_str(), output.c_str());
   return output;
+}
+
+RawQmp::RawQmp(const net::SocketAddress& address) {
+  auto fd = net::connect_socket(address, std::chrono::seconds(5));
+  cr_assert(fd.has_value(), "qmp %s: %s", address.to_string().c_str(), fd ? "" : fd.error().to_string().c_str());
+  fd_ = std::move(*fd);
+  auto greeting = next(std::chrono::seconds(10));
+  cr_assert(greeting.has_value() && greeting->contains("QMP"), "no QMP greeting from %s", address.to_string().c_str());
+  greeting_ = *greeting;
+}
+
+void RawQmp::send(const std::string& bytes) {
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    ssize_t n = ::send(fd_.get(), bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    cr_assert(n > 0, "qmp send: %s", std::strerror(errno));
+    sent += static_cast<size_t>(n);
+  }
+}
+
+std::optional<nlohmann::json> RawQmp::next(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    size_t end = buffer_.find('\n');
+    if (end != std::string::npos) {
+      std::string line = buffer_.substr(0, end);
+      buffer_.erase(0, end + 1);
+      if (line.find_first_not_of(" \r") == std::string::npos) continue;
+      auto message = nlohmann::json::parse(line, nullptr, false);
+      cr_assert(!message.is_discarded(), "not JSON from the server: %s", line.c_str());
+      return message;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    pollfd entry{fd_.get(), POLLIN, 0};
+    if (::poll(&entry, 1, static_cast<int>(left.count())) <= 0) continue;
+    char chunk[65536];
+    ssize_t n = ::recv(fd_.get(), chunk, sizeof(chunk), 0);
+    cr_assert(n > 0, "the server closed the connection");
+    buffer_.append(chunk, static_cast<size_t>(n));
+  }
+}
+
+nlohmann::json RawQmp::reply(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto message = next(std::max(left, std::chrono::milliseconds(0)));
+    cr_assert(message.has_value(), "no reply within %ld ms", static_cast<long>(timeout.count()));
+    if (message->contains("event")) {
+      events.push_back(*message);
+      continue;
+    }
+    return *message;
+  }
+}
+
+void RawQmp::drain_events(std::chrono::milliseconds quiet) {
+  while (auto message = next(quiet)) {
+    cr_assert(message->contains("event"), "a reply nobody asked for: %s", message->dump().c_str());
+    events.push_back(*message);
+  }
+}
+
+net::SocketAddress unix_socket(const std::string& path) {
+  return {net::SocketAddress::Kind::kUnix, path, "", 0};
+}
+
+nlohmann::json wait_event(qmp::QmpClient& client, const std::string& name, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto event = client.next_event(std::chrono::seconds(1));
+    if (event && event->value("event", "") == name) return *event;
+  }
+  cr_assert_fail("no %s event within %ld s", name.c_str(), static_cast<long>(timeout.count()));
+  return {};
+}
+
+uint64_t resident_bytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  cr_assert_fail("no VmRSS for pid %d", pid);
+  return 0;
 }
 
 }  // namespace vmpod::testing

@@ -5,9 +5,14 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <vector>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include <vmpod/cpuserver/guest_agent.h>
+#include <vmpod/qmp/qmp_client.h>
 #include <vmpod/vmm/local_cluster.h>
 #include <vmpod/vmm/vmm.h>
 
@@ -19,6 +24,7 @@ struct GuestOptions {
   unsigned memory_pods = 2;
   uint64_t local_cache_bytes = 0;
   net::FabricProvider provider = net::FabricProvider::kTcp;
+  std::string qmp_tcp;  // VmRequest::qmp_tcp
 };
 
 struct BootedGuest {
@@ -44,5 +50,32 @@ cpuserver::GuestCommandResult guest_run(BootedGuest& guest, const std::string& c
 // Polls `cat file` in the guest until it contains `text`.
 std::string guest_wait_for(BootedGuest& guest, const std::string& file, const std::string& text,
                            std::chrono::seconds timeout);
+
+// A QMP connection that sends and reads raw lines, for what QmpClient
+// would not do: commands before negotiation, malformed input, replies
+// compared field for field. Events read meanwhile are kept in `events`.
+class RawQmp {
+ public:
+  explicit RawQmp(const net::SocketAddress& address);
+  const nlohmann::json& greeting() const { return greeting_; }
+  void send(const std::string& bytes);
+  // The next reply (not an event); fails the test after `timeout`.
+  nlohmann::json reply(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // Reads events for `quiet` after the last one.
+  void drain_events(std::chrono::milliseconds quiet);
+  std::vector<nlohmann::json> events;
+
+ private:
+  std::optional<nlohmann::json> next(std::chrono::milliseconds timeout);
+  net::Fd fd_;
+  std::string buffer_;
+  nlohmann::json greeting_;
+};
+
+net::SocketAddress unix_socket(const std::string& path);
+// Waits for the named event, skipping others; fails the test after timeout.
+nlohmann::json wait_event(qmp::QmpClient& client, const std::string& name, std::chrono::seconds timeout);
+// The resident set of a process, from /proc/PID/status.
+uint64_t resident_bytes(pid_t pid);
 
 }  // namespace vmpod::testing

@@ -59,7 +59,8 @@ Test(hmp_server, banner_prompt_and_one_answer_per_line) {
   auto server = HmpServer::start(socket_path("basic"), "QEMU test monitor", [&](const std::string& line) {
     std::lock_guard lock(mutex);
     seen.push_back(line);
-    return line == "info status" ? std::string("VM status: running\n") : std::string();
+    if (line == "info status") return std::string("VM status: running\n");
+    return line == "info name" ? std::string("vm0\r\n") : std::string();  // QEMU's own text
   });
   cr_assert(server.has_value(), "%s", server ? "" : server.error().to_string().c_str());
   net::Fd fd = connect_to(**server);
@@ -72,6 +73,11 @@ Test(hmp_server, banner_prompt_and_one_answer_per_line) {
     const std::string got = read_until(fd.get(), "(qemu) ");
     cr_expect_str_eq(got.c_str(), "VM status: running\r\n(qemu) ");
   }
+  send_text(fd.get(), "info name\n");
+  {
+    const std::string got = read_until(fd.get(), "(qemu) ");
+    cr_expect_str_eq(got.c_str(), "vm0\r\n(qemu) ", "a line end that has its \\r keeps only one");
+  }
   // Blank lines only prompt again; a command with no output prompts too.
   send_text(fd.get(), "\n   \nstop\n");
   std::string rest;
@@ -83,7 +89,7 @@ Test(hmp_server, banner_prompt_and_one_answer_per_line) {
   }
   cr_expect_str_eq(rest.c_str(), "(qemu) (qemu) (qemu) ");
   std::lock_guard lock(mutex);
-  cr_expect_eq(seen, (std::vector<std::string>{"info status", "stop"}));
+  cr_expect_eq(seen, (std::vector<std::string>{"info status", "info name", "stop"}));
 }
 
 Test(hmp_server, an_overlong_line_is_refused_and_the_next_one_served) {

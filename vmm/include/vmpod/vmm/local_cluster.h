@@ -37,6 +37,8 @@ class LocalCluster {
   const net::SocketAddress& compute_pod_address() const { return compute_address_; }
   // The memory pods' processes, for tests that make one fail.
   Subprocess& memory_pod_process(size_t index) { return memory_processes_.at(index); }
+  // The vmm's process id, for tests that watch its memory.
+  pid_t vmm_pid() const { return vmm_process_.pid(); }
   std::string log_path(const std::string& pod) const { return config_.dir + "/" + pod + ".log"; }
 
  private:
