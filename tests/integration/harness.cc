@@ -53,6 +53,18 @@ vmm::LocalCluster* start_cluster(const std::string& dir, const GuestOptions& opt
   return clusters().back().get();
 }
 
+cpuserver::GuestSpec guest_spec(const GuestOptions& options) {
+  cpuserver::GuestSpec guest;
+  guest.name = options.name;
+  guest.memory_bytes = options.memory_bytes;
+  guest.accel = cpuserver::Accel::kTcg;
+  std::string images = env("VMPOD_IMAGE_DIR");
+  guest.kernel = images + "/vmlinux";
+  guest.initrd = images + "/initramfs.cpio.gz";
+  guest.append = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
+  return guest;
+}
+
 std::unique_ptr<BootedGuest> boot_guest(const std::string& test, const GuestOptions& options) {
   auto guest = std::make_unique<BootedGuest>();
   guest->cluster = start_cluster(test_dir(test), options);
@@ -61,13 +73,7 @@ std::unique_ptr<BootedGuest> boot_guest(const std::string& test, const GuestOpti
   guest->vmm = std::move(*client);
 
   vmm::VmRequest request;
-  request.guest.name = options.name;
-  request.guest.memory_bytes = options.memory_bytes;
-  request.guest.accel = cpuserver::Accel::kTcg;
-  std::string images = env("VMPOD_IMAGE_DIR");
-  request.guest.kernel = images + "/vmlinux";
-  request.guest.initrd = images + "/initramfs.cpio.gz";
-  request.guest.append = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
+  request.guest = guest_spec(options);
   request.memory_pod_count = options.memory_pods;
   request.local_cache_bytes = options.local_cache_bytes;
   request.provider = options.provider;

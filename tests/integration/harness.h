@@ -41,6 +41,8 @@ std::string test_dir(const std::string& name);
 // destructors. Give every test `.fini = vmpod::testing::stop_all`.
 vmm::LocalCluster* start_cluster(const std::string& dir, const GuestOptions& options);
 void stop_all();
+// The guest image under TCG, as boot_guest() starts it.
+cpuserver::GuestSpec guest_spec(const GuestOptions& options);
 // Starts a cluster, boots the guest image on it, waits for its agent.
 std::unique_ptr<BootedGuest> boot_guest(const std::string& test, const GuestOptions& options);
 
