@@ -1,4 +1,3 @@
-#include <filesystem>
 #include "bench_common.h"
 
 #include <signal.h>
@@ -9,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -161,6 +161,17 @@ std::string env_or(const char* name, const std::string& fallback) {
   const char* value = std::getenv(name);
   return value && *value ? value : fallback;
 }
+
+std::string guest_image_file(const std::string& file) {
+  std::string dir = env_or("VMPOD_IMAGE_DIR", executable_dir() + "/../../images");
+  std::error_code ec;
+  if (std::filesystem::exists(dir + "/" + file)) {
+    return std::filesystem::weakly_canonical(dir + "/" + file, ec).string();
+  }
+  return dir + "/" + file;
+}
+
+std::string vmpod_binary() { return env_or("VMPOD_BINARY", executable_dir() + "/../../cli/vmpod"); }
 
 std::string load_average() {
   std::ifstream in("/proc/loadavg");

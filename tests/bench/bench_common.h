@@ -83,6 +83,11 @@ std::string executable_dir();
 // The environment variable's value, or `fallback`.
 std::string env_or(const char* name, const std::string& fallback);
 
+// A file of the built guest image ($VMPOD_IMAGE_DIR, else the build tree).
+std::string guest_image_file(const std::string& file);
+// The vmpod executable ($VMPOD_BINARY, else the build tree).
+std::string vmpod_binary();
+
 // The first field of /proc/loadavg (the machine is shared: say how busy).
 std::string load_average();
 

@@ -64,16 +64,6 @@ void usage() {
                "Boot to VMPOD-READY with RAM on memory pods vs plain QEMU RAM (see docs/performance.md).\n");
 }
 
-std::string default_image(const std::string& file) {
-  std::string dir = bench::env_or("VMPOD_IMAGE_DIR", bench::executable_dir() + "/../../images");
-  std::error_code ec;
-  if (std::filesystem::exists(dir + "/" + file)) {
-    return std::filesystem::weakly_canonical(dir + "/" + file, ec).string();
-  }
-  if (std::filesystem::exists("/tmp/imgout/" + file)) return "/tmp/imgout/" + file;
-  return dir + "/" + file;
-}
-
 std::optional<Options> parse_options(int argc, char** argv) {
   Options o;
   std::optional<unsigned> pairs, warmup;
@@ -130,11 +120,9 @@ std::optional<Options> parse_options(int argc, char** argv) {
     std::fprintf(stderr, "--pairs must be at least 1\n");
     return std::nullopt;
   }
-  if (o.kernel.empty()) o.kernel = default_image("vmlinuz");
-  if (o.initrd.empty()) o.initrd = default_image("initramfs.cpio.gz");
-  if (o.vmpod_binary.empty()) {
-    o.vmpod_binary = bench::env_or("VMPOD_BINARY", bench::executable_dir() + "/../../cli/vmpod");
-  }
+  if (o.kernel.empty()) o.kernel = bench::guest_image_file("vmlinuz");
+  if (o.initrd.empty()) o.initrd = bench::guest_image_file("initramfs.cpio.gz");
+  if (o.vmpod_binary.empty()) o.vmpod_binary = bench::vmpod_binary();
   // The guest's machine type needs this on microvm (shared/FACTS.md).
   if (o.machine == "microvm" && o.append.find("tsc_early_khz") == std::string::npos) {
     std::ifstream in("/proc/cpuinfo");
