@@ -1,5 +1,6 @@
 #include <vmpod/qmp/qapi.h>
 
+#include <cstdint>
 #include <set>
 
 #include <fmt/format.h>
@@ -18,13 +19,18 @@ std::string invalid_type(const std::string& path, std::string_view expected) {
   return fmt::format("Invalid parameter type for '{}', expected: {}", path, expected);
 }
 
-// QEMU's words for a builtin's JSON type.
-std::optional<std::string> check_builtin(std::string_view json_type, const nlohmann::json& value,
-                                         const std::string& path) {
+// QEMU's words for a builtin's JSON type. Integers must also fit the
+// builtin's range, so that what passes converts to it unchanged: QEMU
+// takes a negative uint64 for compatibility, vmpod's schema does not.
+std::optional<std::string> check_builtin(std::string_view name, std::string_view json_type,
+                                         const nlohmann::json& value, const std::string& path) {
   if (json_type == "string") {
     if (!value.is_string()) return invalid_type(path, "string");
   } else if (json_type == "int") {
     if (!value.is_number_integer()) return invalid_type(path, "integer");
+    const bool fits = name == "uint64" ? value.is_number_unsigned() || value.get<int64_t>() >= 0
+                                       : !value.is_number_unsigned() || value.get<uint64_t>() <= INT64_MAX;
+    if (!fits) return fmt::format("Parameter '{}' expects {}", path, name == "uint64" ? "uint64" : "int64");
   } else if (json_type == "boolean") {
     if (!value.is_boolean()) return invalid_type(path, "boolean");
   } else if (json_type == "number") {
@@ -63,7 +69,7 @@ std::optional<std::string> SchemaIndex::check_value(std::string_view type, const
 std::optional<std::string> SchemaIndex::check(const nlohmann::json& info, const nlohmann::json& value,
                                               const std::string& path) const {
   const std::string meta = info.value("meta-type", "");
-  if (meta == "builtin") return check_builtin(info.value("json-type", ""), value, path);
+  if (meta == "builtin") return check_builtin(info.value("name", ""), info.value("json-type", ""), value, path);
   if (meta == "enum") {
     if (!value.is_string()) return invalid_type(path, "string");
     for (const nlohmann::json& allowed : info.at("values")) {

@@ -15,6 +15,7 @@ namespace {
 const json kSchema = json::parse(R"([
   {"name": "str", "meta-type": "builtin", "json-type": "string"},
   {"name": "int", "meta-type": "builtin", "json-type": "int"},
+  {"name": "uint64", "meta-type": "builtin", "json-type": "int"},
   {"name": "bool", "meta-type": "builtin", "json-type": "boolean"},
   {"name": "number", "meta-type": "builtin", "json-type": "number"},
   {"name": "any", "meta-type": "builtin", "json-type": "value"},
@@ -27,6 +28,9 @@ const json kSchema = json::parse(R"([
      {"name": "scale", "type": "number", "default": null}, {"name": "fill", "type": "bool", "default": null},
      {"name": "extra", "type": "any", "default": null}]},
   {"name": "q_empty", "meta-type": "object", "members": []},
+  {"name": "q_obj_size-arg", "meta-type": "object", "members": [{"name": "bytes", "type": "uint64"},
+                                                                {"name": "delta", "type": "int", "default": null}]},
+  {"name": "size", "meta-type": "command", "arg-type": "q_obj_size-arg", "ret-type": "q_empty"},
   {"name": "draw", "meta-type": "command", "arg-type": "q_obj_draw-arg", "ret-type": "[Point]"},
   {"name": "ping", "meta-type": "command", "arg-type": "q_empty", "ret-type": "q_empty"},
   {"name": "DRAWN", "meta-type": "event", "arg-type": "Point"}
@@ -68,6 +72,14 @@ Test(qapi, missing_wrong_and_unexpected_members_in_qemus_words) {
   expect_error(index, "draw", R"({"color": "red", "points": [], "scale": "2"})", "Invalid parameter type for 'scale', expected: number");
   expect_error(index, "ping", R"({"x": 1})", "Parameter 'x' is unexpected");
   expect_error(index, "draw", R"({"color": "red", "points": [{"x": 1, "y": 2, "z": 3}]})", "Parameter 'points[0].z' is unexpected");
+}
+
+Test(qapi, integers_must_fit_their_type) {
+  SchemaIndex index(kSchema);
+  cr_expect_eq(error_of(index, "size", json::parse(R"({"bytes": 18446744073709551615, "delta": -9223372036854775808})")),
+               "");
+  expect_error(index, "size", R"({"bytes": -1})", "Parameter 'bytes' expects uint64");
+  expect_error(index, "size", R"({"bytes": 1, "delta": 9223372036854775808})", "Parameter 'delta' expects int64");
 }
 
 Test(qapi, declared_members_are_checked_before_unexpected_ones) {
