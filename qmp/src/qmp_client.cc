@@ -193,4 +193,8 @@ Result<nlohmann::json> QmpClient::next_reply(Deadline deadline) {
   return reply;
 }
 
+QmpClient::Connection QmpClient::release(std::unique_ptr<QmpClient> client) {
+  return Connection{std::move(client->fd_), std::move(client->streamer_), std::move(client->events_)};
+}
+
 }  // namespace vmpod::qmp

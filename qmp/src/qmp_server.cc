@@ -119,6 +119,8 @@ namespace {
 
 constexpr uint64_t kListenTag = UINT64_MAX;
 constexpr uint64_t kWakeTag = UINT64_MAX - 1;
+// Watched descriptors: this bit and the fd. Client ids never get near it.
+constexpr uint64_t kWatchTag = uint64_t{1} << 62;
 constexpr size_t kReadChunk = 64 * 1024;
 
 std::string event_line(std::string_view name, const nlohmann::json* data) {
@@ -169,6 +171,9 @@ struct QmpServer::Impl {
   std::mutex greeting_mutex;
   Greeting greeting;
 
+  std::mutex watch_mutex;
+  std::unordered_map<int, std::shared_ptr<std::function<void(uint32_t)>>> watches;
+
   std::atomic<bool> stopping{false};
   std::atomic<size_t> client_count{0};
   std::mutex stop_mutex;
@@ -196,6 +201,14 @@ void QmpServer::Impl::run() {
       const uint64_t tag = events[i].data.u64;
       if (tag == kListenTag) {
         accept_clients();
+      } else if (tag & kWatchTag) {
+        std::shared_ptr<std::function<void(uint32_t)>> on_ready;
+        {
+          std::lock_guard lock(watch_mutex);
+          auto found = watches.find(static_cast<int>(tag & ~kWatchTag));
+          if (found != watches.end()) on_ready = found->second;
+        }
+        if (on_ready) (*on_ready)(events[i].events);
       } else if (tag != kWakeTag) {
         on_client(tag, events[i].events);
       }
@@ -465,5 +478,35 @@ void QmpServer::send_event_to(uint64_t client_id, std::string_view name, nlohman
 size_t QmpServer::client_count() const { return impl_->client_count; }
 
 void QmpServer::stop() { impl_->shutdown(); }
+
+Status QmpServer::watch(int fd, uint32_t events, std::function<void(uint32_t)> on_ready) {
+  {
+    std::lock_guard lock(impl_->watch_mutex);
+    impl_->watches[fd] = std::make_shared<std::function<void(uint32_t)>>(std::move(on_ready));
+  }
+  epoll_event event{};
+  event.events = events;
+  event.data.u64 = kWatchTag | static_cast<uint32_t>(fd);
+  if (::epoll_ctl(impl_->epoll_fd.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
+    int error = errno;
+    std::lock_guard lock(impl_->watch_mutex);
+    impl_->watches.erase(fd);
+    return fail_errno("qmp server: watch", error);
+  }
+  return {};
+}
+
+void QmpServer::set_watch_events(int fd, uint32_t events) {
+  epoll_event event{};
+  event.events = events;
+  event.data.u64 = kWatchTag | static_cast<uint32_t>(fd);
+  ::epoll_ctl(impl_->epoll_fd.get(), EPOLL_CTL_MOD, fd, &event);
+}
+
+void QmpServer::unwatch(int fd) {
+  ::epoll_ctl(impl_->epoll_fd.get(), EPOLL_CTL_DEL, fd, nullptr);
+  std::lock_guard lock(impl_->watch_mutex);
+  impl_->watches.erase(fd);
+}
 
 }  // namespace vmpod::qmp

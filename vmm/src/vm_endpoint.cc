@@ -1,5 +1,7 @@
 #include "vm_endpoint.h"
 
+#include <sys/epoll.h>
+
 #include <future>
 
 #include <spdlog/spdlog.h>
@@ -13,11 +15,9 @@ namespace vmpod::vmm {
 namespace {
 
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
-// Long enough for QEMU's slowest synchronous commands (savevm, dumps).
-constexpr auto kCommandTimeout = std::chrono::seconds(120);
-constexpr auto kIdlePoll = std::chrono::milliseconds(20);
-// An HMP line waits behind the commands queued before it, then runs.
-constexpr auto kHmpTimeout = kCommandTimeout + std::chrono::seconds(10);
+// An HMP line waits behind the commands queued before it; QEMU's slowest
+// synchronous commands (savevm, dumps) take about this long.
+constexpr auto kHmpTimeout = std::chrono::seconds(130);
 
 qmp::Greeting greeting_of(const nlohmann::json& qemu_greeting) {
   qmp::Greeting greeting;
@@ -28,6 +28,12 @@ qmp::Greeting greeting_of(const nlohmann::json& qemu_greeting) {
   greeting.micro = qemu.value("micro", 0);
   greeting.package = version.value("package", std::string()) + " vmpod " VMPOD_VERSION;
   return greeting;
+}
+
+std::string hmp_command_line(const qmp::Request& request) {
+  if (request.command != "human-monitor-command") return {};
+  auto line = request.arguments.find("command-line");
+  return line != request.arguments.end() && line->is_string() ? line->get<std::string>() : std::string();
 }
 
 }  // namespace
@@ -61,7 +67,8 @@ VmEndpoint::~VmEndpoint() {
   }
   wake_.notify_all();
   worker_.join();
-  // HMP clients waiting on the worker have had their answer from run().
+  drop_upstream("the vmm is stopping");
+  // HMP clients waiting on a command have had their answer by now.
   hmp_->stop();
   for (auto& server : servers_) server->stop();
 }
@@ -84,7 +91,8 @@ void VmEndpoint::attach(const cpuserver::GuestRuntime& runtime, const std::strin
     backend_ = Backend{runtime.paths.vmm_qmp_socket, compute_pod, runtime.qemu_pid};
     ++backend_generation_;
   }
-  wake_.notify_all();
+  drop_upstream("the VM's QEMU was replaced");
+  wake_.notify_all();  // the worker connects to the new QEMU
   if (!replaced) return;
   const qapi::XVmpodBackendChangedData data{compute_pod, runtime.qemu_pid};
   to_every_server([&](qmp::QmpServer& server) { qapi::emit_x_vmpod_backend_changed(server, data); });
@@ -98,6 +106,7 @@ void VmEndpoint::detach(const std::string& reason) {
     detached_reason_ = reason;
     ++backend_generation_;
   }
+  drop_upstream("the VM's QEMU is gone: " + reason);
   wake_.notify_all();
   const qapi::XVmpodBackendGoneData data{reason};
   to_every_server([&](qmp::QmpServer& server) { qapi::emit_x_vmpod_backend_gone(server, data); });
@@ -107,6 +116,21 @@ void VmEndpoint::state_changed(VmState state, const std::string& reason) {
   qapi::XVmpodVmStateData data{schema_vm_state(state), std::nullopt};
   if (!reason.empty()) data.reason = reason;
   to_every_server([&](qmp::QmpServer& server) { qapi::emit_x_vmpod_vm_state(server, data); });
+}
+
+bool VmEndpoint::runs_on_worker(const qmp::Request& request) const {
+  if (qapi::is_command(request.command)) return true;
+  return request.command == "human-monitor-command" &&
+         classify_hmp(hmp_command_line(request)) == HmpLine::kVmpod;
+}
+
+// On a QMP server's thread: QEMU's commands go out at once; the rest, or
+// all while QEMU is not connected, wait for the worker. Never blocks.
+void VmEndpoint::dispatch(const qmp::Request& request, qmp::Completion done) {
+  if (!runs_on_worker(request)) {
+    if (auto upstream = ready_upstream()) return forward(*upstream, request, std::move(done));
+  }
+  enqueue(Task{request, std::move(done)});
 }
 
 void VmEndpoint::enqueue(Task task) {
@@ -122,12 +146,7 @@ void VmEndpoint::enqueue(Task task) {
   wake_.notify_all();
 }
 
-// Runs on the QMP server's thread: queue for the worker, never block here.
-void VmEndpoint::dispatch(const qmp::Request& request, qmp::Completion done) {
-  enqueue(Task{request, std::move(done)});
-}
-
-// Runs on the HMP client's thread, which may wait.
+// On the HMP client's thread, which may wait.
 std::string VmEndpoint::run_hmp_line(const std::string& line) {
   auto answer = std::make_shared<std::promise<qmp::Reply>>();
   std::future<qmp::Reply> reply = answer->get_future();
@@ -141,114 +160,138 @@ std::string VmEndpoint::run_hmp_line(const std::string& line) {
   return result->is_string() ? result->get<std::string>() : std::string();
 }
 
-qmp::Reply VmEndpoint::execute(const qmp::Request& request) {
-  if (qapi::is_command(request.command)) return qapi::dispatch(*commands_, request);
-  if (request.command == "human-monitor-command") return human_monitor_command(request);
-  qmp::Reply reply = forward(request);
-  if (!reply) return reply;
-  if (request.command == "query-qmp-schema") return qmp::merge_schema(*reply, qapi::introspection());
-  if (request.command == "query-commands" && reply->is_array()) {
-    for (const std::string& name : qapi::command_names()) reply->push_back({{"name", name}});
+void VmEndpoint::execute(const qmp::Request& request, Done done) {
+  if (qapi::is_command(request.command)) return done(qapi::dispatch(*commands_, request));
+  const std::string line = hmp_command_line(request);
+  if (request.command == "human-monitor-command" && classify_hmp(line) == HmpLine::kVmpod) {
+    return done(run_vmpod_hmp(*commands_, line));
   }
-  return reply;
+  connect_backend();
+  if (auto upstream = ready_upstream()) return forward(*upstream, request, std::move(done));
+  std::lock_guard lock(mutex_);
+  done(qmp::qmp_fail(qmp::ErrorClass::kGenericError,
+                     "vm '" + vm_ + "' has no running QEMU: " + (backend_ ? "unreachable" : detached_reason_)));
 }
 
-qmp::Reply VmEndpoint::human_monitor_command(const qmp::Request& request) {
-  auto line = request.arguments.find("command-line");
-  if (line == request.arguments.end() || !line->is_string()) return forward(request);  // QEMU's error
-  const std::string& text = line->get_ref<const std::string&>();
-  switch (classify_hmp(text)) {
-    case HmpLine::kVmpod: return run_vmpod_hmp(*commands_, text);
-    case HmpLine::kHelp: {
-      qmp::Reply qemu = forward(request);
-      if (!qemu) return qemu;
-      return (qemu->is_string() ? qemu->get<std::string>() : std::string()) + vmpod_hmp_help();
-    }
-    case HmpLine::kQemu: break;
+void VmEndpoint::forward(QemuUpstream& upstream, const qmp::Request& request, Done done) {
+  if (request.command == "query-qmp-schema") {
+    return upstream.send(request, [done = std::move(done)](qmp::Reply reply) {
+      if (reply) reply = qmp::merge_schema(*reply, qapi::introspection());
+      done(std::move(reply));
+    });
   }
-  return forward(request);
+  if (request.command == "query-commands") {
+    return upstream.send(request, [done = std::move(done)](qmp::Reply reply) {
+      if (reply && reply->is_array()) {
+        for (const std::string& name : qapi::command_names()) reply->push_back({{"name", name}});
+      }
+      done(std::move(reply));
+    });
+  }
+  if (classify_hmp(hmp_command_line(request)) == HmpLine::kHelp && request.command == "human-monitor-command") {
+    return upstream.send(request, [done = std::move(done)](qmp::Reply reply) {
+      if (reply) reply = (reply->is_string() ? reply->get<std::string>() : std::string()) + vmpod_hmp_help();
+      done(std::move(reply));
+    });
+  }
+  upstream.send(request, std::move(done));
 }
 
-// Keeps the worker's connection to QEMU matching the backend it should use.
+std::shared_ptr<QemuUpstream> VmEndpoint::ready_upstream() {
+  std::lock_guard lock(mutex_);
+  if (!upstream_ || upstream_generation_ != backend_generation_ || upstream_->closed()) return nullptr;
+  return upstream_;
+}
+
+void VmEndpoint::drop_upstream(const std::string& reason) {
+  std::shared_ptr<QemuUpstream> old;
+  {
+    std::lock_guard lock(mutex_);
+    old = std::move(upstream_);
+  }
+  if (!old) return;
+  servers_.front()->unwatch(old->fd());
+  old->close(reason);
+}
+
 void VmEndpoint::connect_backend() {
   std::optional<Backend> backend;
   uint64_t generation;
   {
     std::lock_guard lock(mutex_);
+    if (upstream_ && upstream_generation_ == backend_generation_ && !upstream_->closed()) return;
     backend = backend_;
     generation = backend_generation_;
+    attempted_generation_ = generation;
   }
-  if (generation == connected_generation_ && (qemu_ || !backend)) return;
-  qemu_.reset();
-  connected_generation_ = generation;
+  drop_upstream("reconnecting to the VM's QEMU");
   if (!backend) return;
   net::SocketAddress address{net::SocketAddress::Kind::kUnix, backend->qmp_socket, "", 0};
   auto client = qmp::QmpClient::connect(address, kConnectTimeout, /*enable_oob=*/true);
   if (!client) {
+    // Tried again on the next command.
     spdlog::warn("{}: qmp endpoint cannot reach qemu: {}", vm_, client.error().to_string());
-    // Try again on the next command.
-    connected_generation_ = generation - 1;
     return;
   }
-  qemu_ = std::move(*client);
-  const qmp::Greeting greeting = greeting_of(qemu_->greeting());
+  const qmp::Greeting greeting = greeting_of((*client)->greeting());
   for (auto& server : servers_) server->set_greeting(greeting);
+  // The first QMP server's event loop reads QEMU's replies and events.
+  qmp::QmpServer& loop = *servers_.front();
+  qmp::QmpClient::Connection connection = qmp::QmpClient::release(std::move(*client));
+  const int fd = connection.fd.get();
+  auto upstream = std::make_shared<QemuUpstream>(
+      std::move(connection), [this](nlohmann::json event) { forward_event(event); },
+      [&loop, fd](uint32_t events) { loop.set_watch_events(fd, events); });
+  for (const auto& event : upstream->take_early_events()) forward_event(event);
+  auto watched = loop.watch(fd, EPOLLIN, [&loop, upstream](uint32_t events) {
+    if (!upstream->on_ready(events)) loop.unwatch(upstream->fd());
+  });
+  if (!watched) {
+    spdlog::error("{}: qmp endpoint cannot watch qemu's monitor: {}", vm_, watched.error().to_string());
+    upstream->close("the endpoint cannot watch the VM's QEMU");
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  upstream_ = std::move(upstream);
+  upstream_generation_ = generation;
 }
 
-qmp::Reply VmEndpoint::forward(const qmp::Request& request) {
-  connect_backend();
-  if (!qemu_) {
+void VmEndpoint::forward_event(const nlohmann::json& event) {
+  const std::string name = event.value("event", "");
+  if (event.contains("data")) {
+    to_every_server([&](qmp::QmpServer& server) { server.emit_event(name, event["data"]); });
+  } else {
+    to_every_server([&](qmp::QmpServer& server) { server.emit_event(name); });
+  }
+  {
     std::lock_guard lock(mutex_);
-    return qmp::qmp_fail(qmp::ErrorClass::kGenericError,
-                         "vm '" + vm_ + "' has no running QEMU: " + (backend_ ? "unreachable" : detached_reason_));
+    qemu_events_.push_back(name);
   }
-  nlohmann::json command = {{request.oob ? "exec-oob" : "execute", request.command},
-                            {"arguments", request.arguments},
-                            {"id", next_forward_id_++}};
-  auto reply = qemu_->execute_raw(command, kCommandTimeout);
-  if (!reply) {
-    qemu_.reset();
-    return qmp::qmp_fail(qmp::ErrorClass::kGenericError, "lost the VM's QEMU: " + reply.error().message());
-  }
-  if (reply->contains("error")) {
-    const nlohmann::json& error = (*reply)["error"];
-    auto error_class = qmp::parse_error_class(error.value("class", "GenericError"));
-    return qmp::qmp_fail(error_class.value_or(qmp::ErrorClass::kGenericError), error.value("desc", ""));
-  }
-  return reply->value("return", nlohmann::json::object());
-}
-
-// No event now, or a connection that closed, ends the loop; a closed
-// connection shows on the next command.
-void VmEndpoint::forward_events() {
-  while (qemu_) {
-    auto event = qemu_->next_event(std::chrono::milliseconds(0));
-    if (!event) return;
-    std::string name = event->value("event", "");
-    if (event->contains("data")) {
-      to_every_server([&](qmp::QmpServer& server) { server.emit_event(name, (*event)["data"]); });
-    } else {
-      to_every_server([&](qmp::QmpServer& server) { server.emit_event(name); });
-    }
-    on_qemu_event_(name);
-  }
+  wake_.notify_all();
 }
 
 void VmEndpoint::run() {
   while (true) {
     std::optional<Task> task;
+    std::deque<std::string> events;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait_for(lock, kIdlePoll, [&] { return stopping_ || !tasks_.empty(); });
+      wake_.wait(lock, [&] {
+        // A new backend is connected to at once; a failed attempt is
+        // retried by the next command.
+        return stopping_ || !tasks_.empty() || !qemu_events_.empty() ||
+               (backend_ && attempted_generation_ != backend_generation_);
+      });
       if (stopping_) break;
+      events.swap(qemu_events_);
       if (!tasks_.empty()) {
         task = std::move(tasks_.front());
         tasks_.pop_front();
       }
     }
+    for (const auto& name : events) on_qemu_event_(name);
     connect_backend();
-    if (task) task->done(execute(task->request));
-    forward_events();
+    if (task) execute(task->request, std::move(task->done));
   }
   // Whatever is still queued gets an answer, not silence.
   std::lock_guard lock(mutex_);

@@ -59,6 +59,16 @@ class QmpClient {
   // parsed; a call that only timed out leaves it true.
   bool connected() const { return !closed_; }
 
+  // The negotiated connection, for a caller that reads it from then on in
+  // an event loop of its own: the socket, the parser holding any partial
+  // input, and the events already read. Nothing read is lost.
+  struct Connection {
+    net::Fd fd;
+    JsonStreamer streamer;
+    std::deque<nlohmann::json> events;
+  };
+  static Connection release(std::unique_ptr<QmpClient> client);
+
  private:
   explicit QmpClient(net::Fd fd) : fd_(std::move(fd)) {}
   using Deadline = std::chrono::steady_clock::time_point;

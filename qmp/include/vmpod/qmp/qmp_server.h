@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -78,6 +79,16 @@ class QmpServer {
   void send_event_to(uint64_t client_id, std::string_view name);
   void send_event_to(uint64_t client_id, std::string_view name, nlohmann::json data);
   size_t client_count() const;
+
+  // Calls on_ready(epoll events) on the server's thread whenever fd is
+  // ready for `events` (EPOLLIN, EPOLLOUT): for a connection the owner keeps
+  // beside its clients, such as the one to the QEMU behind them, so that
+  // its traffic needs no thread of its own. on_ready must not block. Any
+  // thread; after unwatch() the callback may still run once if it was
+  // already running, so it should hold what it uses by shared_ptr.
+  Status watch(int fd, uint32_t events, std::function<void(uint32_t)> on_ready);
+  void set_watch_events(int fd, uint32_t events);
+  void unwatch(int fd);
   // Closes every client and the listening socket, removes a unix socket's
   // file and joins the thread. Idempotent.
   void stop();
