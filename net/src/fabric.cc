@@ -141,6 +141,17 @@ class Endpoint {
       // The tcp provider also lists the machine's real interfaces; pin it.
       setenv("FI_TCP_IFACE", "lo", 0);
     }
+    if (config.provider == FabricProvider::kTcp) {
+      // Past rxm's eager limit (16 KiB by default) a message goes by
+      // rendezvous: the sender announces it and the receiver pulls the data,
+      // one more round trip through both progress threads for every 1 MiB
+      // page reply. Sent eagerly instead, the tcp provider places the reply
+      // straight into the posted receive (rxm's dynamic receive buffers),
+      // and rxm takes unexpected large messages too. Measured with 4 calls
+      // of 1 MiB in flight: docs/performance.md. rxm reads the variable when
+      // the process first opens libfabric; an explicit setting wins.
+      setenv("FI_OFI_RXM_EAGER_LIMIT", std::to_string(buffer_size_).c_str(), 0);
+    }
     fi_info* hints = fi_allocinfo();
     if (hints == nullptr) return fail(ErrorCode::kInternal, "fi_allocinfo: out of memory");
     hints->ep_attr->type = FI_EP_RDM;
