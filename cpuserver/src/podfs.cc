@@ -1,6 +1,7 @@
 #include <vmpod/cpuserver/podfs.h>
 
 #include <fuse3/fuse_lowlevel.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -74,6 +75,31 @@ class WrittenMap {
   std::vector<uint64_t> bits_;
 };
 
+// What a READ of pages no one wrote is answered from: kMaxIo bytes of
+// zeros. Real pages, populated up front and then made read-only: the kernel
+// pins the pages of a reply to copy them, and pinning the shared zero page
+// (what untouched anonymous memory maps) takes its slow path.
+class ZeroPages {
+ public:
+  ZeroPages() {
+    void* p = ::mmap(nullptr, kMaxIo, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED) return;
+    std::memset(p, 0, kMaxIo);  // every page its own, even if MAP_POPULATE fell short
+    ::mprotect(p, kMaxIo, PROT_READ);
+    data_ = static_cast<const std::byte*>(p);
+  }
+  ~ZeroPages() {
+    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), kMaxIo);
+  }
+  ZeroPages(const ZeroPages&) = delete;
+  ZeroPages& operator=(const ZeroPages&) = delete;
+  const std::byte* data() const { return data_; }  // kMaxIo bytes; null if mmap failed
+
+ private:
+  const std::byte* data_ = nullptr;
+};
+
 struct FileData {
   std::vector<pods::RegionHandle> regions;  // one per memory pod
   WrittenMap written;
@@ -103,6 +129,7 @@ struct Podfs::Impl {
   StripeLayout layout;
   std::vector<std::unique_ptr<pods::MemoryPodClient>> pods;
   PodfsCache cache;
+  ZeroPages zeros;
 
   mutable std::mutex mutex;  // the namespace: nodes and their attributes
   std::unordered_map<fuse_ino_t, std::unique_ptr<Node>> nodes;
@@ -215,22 +242,106 @@ struct Podfs::Impl {
     lock.lock();
   }
 
-  Status io(bool write, FileData& data, uint64_t offset, std::span<std::byte> buffer) {
-    if (config.null_store) {
-      if (!write) std::memset(buffer.data(), 0, buffer.size());
-      return {};
-    }
-    for (const StripeExtent& e : layout.map(offset, buffer.size())) {
-      auto piece = buffer.subspan(e.file_offset - offset, e.length);
-      if (write) {
-        VMPOD_TRY_CTX(pods[e.pod]->write(data.regions[e.pod], e.pod_offset, piece), "write");
-      } else if (data.written.any(e.file_offset, e.length)) {
-        VMPOD_TRY_CTX(pods[e.pod]->read(data.regions[e.pod], e.pod_offset, piece), "read");
-      } else {
-        std::memset(piece.data(), 0, piece.size());
+  // The page calls of one READ or WRITE: the extents that lie back to back
+  // in one pod's region go in one call. With stripes smaller than the
+  // request, each pod's share of it is one call.
+  struct PodRun {
+    size_t pod = 0;
+    uint64_t pod_offset = 0;
+    uint64_t length = 0;
+  };
+  // Where an extent's bytes travel: in run `run` at `offset` into it, or,
+  // for pages no one wrote (a READ answers them with zeros), in no run.
+  struct Placement {
+    static constexpr size_t kNoRun = SIZE_MAX;
+    size_t run = kNoRun;
+    uint64_t offset = 0;
+  };
+
+  std::vector<PodRun> plan_runs(const std::vector<StripeExtent>& extents, bool write,
+                                const FileData& data, std::vector<Placement>& placements) const {
+    std::vector<PodRun> runs;
+    std::vector<size_t> last_run(pods.size(), Placement::kNoRun);
+    placements.assign(extents.size(), Placement{});
+    for (size_t i = 0; i < extents.size(); ++i) {
+      const StripeExtent& e = extents[i];
+      if (!write && !data.written.any(e.file_offset, e.length)) continue;
+      size_t& last = last_run[e.pod];
+      if (last == Placement::kNoRun || runs[last].pod_offset + runs[last].length != e.pod_offset ||
+          runs[last].length + e.length > pods::kMaxPageIo) {
+        last = runs.size();
+        runs.push_back(PodRun{e.pod, e.pod_offset, 0});
       }
+      placements[i] = Placement{last, runs[last].length};
+      runs[last].length += e.length;
     }
-    if (write) data.written.mark(offset, buffer.size());
+    return runs;
+  }
+
+  // A READ's data where it landed: slices of the pods' receive buffers and
+  // of the zero pages, in file order. The calls hold those buffers until
+  // this is destroyed, after the reply went to the kernel.
+  struct FetchedRead {
+    std::vector<pods::MemoryPodClient::PendingPageIo> calls;
+    std::vector<iovec> pieces;
+    bool remote = false;  // some of it came from the pods
+  };
+
+  Status fetch(FileData& data, uint64_t offset, uint64_t length, FetchedRead& out) {
+    std::vector<StripeExtent> extents;
+    std::vector<Placement> placements;
+    std::vector<PodRun> runs;
+    if (config.null_store) {
+      extents.push_back(StripeExtent{0, offset, offset, length});
+      placements.resize(1);
+    } else {
+      extents = layout.map(offset, length);
+      runs = plan_runs(extents, false, data, placements);
+    }
+    // Every call is on its way before any is waited for, so the pods serve
+    // their shares at the same time.
+    for (const PodRun& run : runs) {
+      auto call = pods[run.pod]->start_read(data.regions[run.pod], run.pod_offset, run.length);
+      if (!call) return fail(call.error().context("read"));
+      out.calls.push_back(std::move(*call));
+    }
+    std::vector<const std::byte*> run_data;
+    for (size_t r = 0; r < runs.size(); ++r) {
+      auto got = pods[runs[r].pod]->finish_read(out.calls[r]);
+      if (!got) return fail(got.error().context("read"));
+      run_data.push_back(got->data());
+    }
+    out.remote = !runs.empty();
+    for (size_t i = 0; i < extents.size(); ++i) {
+      const Placement& p = placements[i];
+      const std::byte* from = p.run == Placement::kNoRun ? zeros.data() : run_data[p.run] + p.offset;
+      out.pieces.push_back(iovec{const_cast<std::byte*>(from), extents[i].length});
+    }
+    return {};
+  }
+
+  Status write_through(FileData& data, uint64_t offset, std::span<const std::byte> bytes) {
+    if (config.null_store) return {};
+    std::vector<StripeExtent> extents = layout.map(offset, bytes.size());
+    std::vector<Placement> placements;
+    std::vector<PodRun> runs = plan_runs(extents, true, data, placements);
+    std::vector<std::vector<iovec>> run_pieces(runs.size());
+    for (size_t i = 0; i < extents.size(); ++i) {
+      auto piece = bytes.subspan(extents[i].file_offset - offset, extents[i].length);
+      run_pieces[placements[i].run].push_back(
+          iovec{const_cast<std::byte*>(piece.data()), piece.size()});
+    }
+    std::vector<pods::MemoryPodClient::PendingPageIo> calls;
+    for (size_t r = 0; r < runs.size(); ++r) {
+      auto call = pods[runs[r].pod]->start_write(data.regions[runs[r].pod], runs[r].pod_offset,
+                                                 run_pieces[r]);
+      if (!call) return fail(call.error().context("write"));
+      calls.push_back(std::move(*call));
+    }
+    for (size_t r = 0; r < runs.size(); ++r) {
+      VMPOD_TRY_CTX(pods[runs[r].pod]->finish(calls[r]), "write");
+    }
+    data.written.mark(offset, bytes.size());
     return {};
   }
 
@@ -532,10 +643,8 @@ struct Podfs::Impl {
     if (offset >= file_size) return (void)fuse_reply_buf(req, nullptr, 0);
     size = std::min<uint64_t>({size, file_size - offset, kMaxIo});
     self->wait_for_room();
-    thread_local std::vector<std::byte> buffer;
-    buffer.resize(size);
-    bool remote = data->written.any(offset, size);
-    Status status = self->io(false, *data, offset, std::span<std::byte>(buffer.data(), size));
+    FetchedRead fetched;
+    Status status = self->fetch(*data, offset, size, fetched);
     if (!status) {
       self->io_errors.fetch_add(1, std::memory_order_relaxed);
       spdlog::error("podfs: READ inode {} {}+{}: {}", ino, offset, size, status.error().to_string());
@@ -543,10 +652,12 @@ struct Podfs::Impl {
     }
     self->reads.fetch_add(1, std::memory_order_relaxed);
     self->bytes_read.fetch_add(size, std::memory_order_relaxed);
-    if (!remote) self->zero_reads.fetch_add(1, std::memory_order_relaxed);
+    if (!fetched.remote) self->zero_reads.fetch_add(1, std::memory_order_relaxed);
     self->cache.fetched(ino, offset, size);
     if (self->cache.over_limit()) self->evict_wake.notify_one();
-    fuse_reply_buf(req, reinterpret_cast<const char*>(buffer.data()), size);
+    // Straight from the receive buffers into the page cache: the kernel's
+    // copy is the only one on this side.
+    fuse_reply_iov(req, fetched.pieces.data(), static_cast<int>(fetched.pieces.size()));
   }
 
   static void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
@@ -566,8 +677,8 @@ struct Podfs::Impl {
     }
     node->mtime = now();
     lock.unlock();
-    auto bytes = std::span<std::byte>(reinterpret_cast<std::byte*>(const_cast<char*>(buf)), size);
-    Status status = self->io(true, *data, offset, bytes);
+    auto bytes = std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf), size);
+    Status status = self->write_through(*data, offset, bytes);
     if (!status) {
       self->io_errors.fetch_add(1, std::memory_order_relaxed);
       spdlog::error("podfs: WRITE inode {} {}+{}: {}", ino, offset, size, status.error().to_string());
@@ -731,6 +842,7 @@ Result<std::unique_ptr<Podfs>> Podfs::mount(const PodfsConfig& config) {
   auto layout = StripeLayout::create(std::max<size_t>(1, config.memory_pods.size()), config.stripe_bytes);
   if (!layout) return fail(layout.error().context("podfs"));
   auto impl = std::make_unique<Impl>(config, *layout);
+  if (impl->zeros.data() == nullptr) return fail_errno("podfs: mapping zero pages", errno);
   pods::MemoryPodClient::Options options;
   options.fabric = config.fabric;
   for (const auto& address : config.memory_pods) {

@@ -8,11 +8,13 @@
 // kReplyBit | request_id and carry the same id and the reply length.
 //
 // Each side runs one progress thread reading its completion queue. The
-// client receives replies into pooled bounce buffers and copies them into the
-// caller's span on the caller's thread, so an abandoned call (timeout,
-// shutdown) never lets the provider write into memory the caller got back:
-// the bounce buffer stays owned by the posted receive until its completion
-// (the late reply, or FI_ECANCELED) arrives, then returns to the pool.
+// client receives replies into pooled buffers of its own, never into the
+// caller's memory, so an abandoned call (timeout, shutdown) never lets the
+// provider write into memory the caller got back: the buffer stays owned by
+// the posted receive until its completion (the late reply, or FI_ECANCELED)
+// arrives, then returns to the pool. A caller that waited for its reply
+// reads it in place (FabricClient::wait) and gives the buffer back with its
+// PendingCall, or has call() copy it out.
 #include "vmpod/net/fabric.h"
 
 #include <arpa/inet.h>
@@ -138,6 +140,17 @@ class Endpoint {
     if (config.provider == FabricProvider::kTcp && is_loopback(config.node)) {
       // The tcp provider also lists the machine's real interfaces; pin it.
       setenv("FI_TCP_IFACE", "lo", 0);
+    }
+    if (config.provider == FabricProvider::kTcp) {
+      // Past rxm's eager limit (16 KiB by default) a message goes by
+      // rendezvous: the sender announces it and the receiver pulls the data,
+      // one more round trip through both progress threads for every 1 MiB
+      // page reply. Sent eagerly instead, the tcp provider places the reply
+      // straight into the posted receive (rxm's dynamic receive buffers),
+      // and rxm takes unexpected large messages too. Measured with 4 calls
+      // of 1 MiB in flight: docs/performance.md. rxm reads the variable when
+      // the process first opens libfabric; an explicit setting wins.
+      setenv("FI_OFI_RXM_EAGER_LIMIT", std::to_string(buffer_size_).c_str(), 0);
     }
     fi_info* hints = fi_allocinfo();
     if (hints == nullptr) return fail(ErrorCode::kInternal, "fi_allocinfo: out of memory");
@@ -930,12 +943,42 @@ struct FabricClient::Impl {
     }
   }
 
-  Result<size_t> call(std::span<const iovec> request, std::span<const iovec> reply,
-                      std::chrono::milliseconds timeout);
+  Result<PendingCall> start(std::span<const iovec> request, size_t reply_capacity,
+                            std::chrono::milliseconds timeout);
+  Result<std::span<const std::byte>> wait(PendingCall::State& pending);
+  void give_up(PendingCall::State& pending, std::unique_lock<std::mutex>& call_lock);
 };
 
-Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::span<const iovec> reply,
-                                        std::chrono::milliseconds timeout) {
+// Everything a started call owns until its reply is collected or it is
+// abandoned. It is in the client's in-flight table from its creation to its
+// destruction.
+struct FabricClient::PendingCall::State {
+  FabricClient::Impl* client = nullptr;
+  uint64_t id = 0;
+  std::shared_ptr<CallState> call;
+  ClientOp* receive = nullptr;   // posted with rx; deleted by its completion
+  Buffer* rx = nullptr;          // null once handed to an abandoned receive
+  bool request_posted = false;
+  bool waited = false;
+  Clock::time_point deadline;
+  std::chrono::milliseconds timeout{0};
+  size_t reply_capacity = 0;
+
+  ~State() {
+    if (!waited) {
+      std::unique_lock<std::mutex> lock(call->mu);
+      client->give_up(*this, lock);
+    }
+    if (rx != nullptr) client->release(rx);
+    std::lock_guard<std::mutex> lock(client->mu);
+    client->inflight.erase(id);
+    if (--client->active_calls == 0) client->idle_cv.notify_all();
+  }
+};
+
+Result<FabricClient::PendingCall> FabricClient::Impl::start(std::span<const iovec> request,
+                                                            size_t reply_capacity,
+                                                            std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   size_t total = 0;
   for (const iovec& v : request) total += v.iov_len;
@@ -943,9 +986,7 @@ Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::spa
     return fail(ErrorCode::kInvalidArgument, "fabric request of " + std::to_string(total) +
                                                  " bytes exceeds max_message " +
                                                  std::to_string(max_message));
-  size_t reply_space = 0;
-  for (const iovec& v : reply) reply_space += v.iov_len;
-  const size_t cap = std::min(reply_space, max_message);
+  const size_t cap = std::min(reply_capacity, max_message);
 
   auto call = std::make_shared<CallState>();
   const uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed) & ~kReplyBit;
@@ -960,16 +1001,14 @@ Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::spa
     inflight.emplace(id, call);
     ++active_calls;
   }
-  // Leaves the in-flight table however the call ends.
-  struct Leave {
-    Impl* self;
-    uint64_t id;
-    ~Leave() {
-      std::lock_guard<std::mutex> lock(self->mu);
-      self->inflight.erase(id);
-      if (--self->active_calls == 0) self->idle_cv.notify_all();
-    }
-  } leave{this, id};
+  // From here the pending state leaves the in-flight table however the call ends.
+  auto pending = std::make_unique<PendingCall::State>();
+  pending->client = this;
+  pending->id = id;
+  pending->call = call;
+  pending->deadline = deadline;
+  pending->timeout = timeout;
+  pending->reply_capacity = cap;
 
   auto txbuf = acquire();
   if (!txbuf) return fail(txbuf.error().context("fabric call"));
@@ -980,6 +1019,7 @@ Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::spa
   }
   Buffer* tx = *txbuf;
   Buffer* rx = *rxbuf;
+  pending->rx = rx;
 
   WireHeader hdr{};
   hdr.request_id = id;
@@ -1007,15 +1047,16 @@ Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::spa
       },
       deadline);
   if (ret != 0) {
+    call->recv_outstanding = false;  // never posted: rx stays the pending state's
     untrack(rop);
     delete rop;
-    release(rx);
     release(tx);
     if (shut_flag.load()) return fail(ErrorCode::kUnavailable, "fabric client shut down");
     if (ret == -FI_EAGAIN)
       return fail(ErrorCode::kUnavailable, "fabric call timed out posting its receive");
     return fi_fail(ErrorCode::kUnavailable, "fi_trecv", ret);
   }
+  pending->receive = rop;
 
   auto* sop = new ClientOp();
   sop->kind = OpBase::Kind::kSend;
@@ -1028,12 +1069,12 @@ Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::spa
                         &sop->ctx);
       },
       deadline);
-  const bool request_posted = ret == 0;
-  std::unique_lock<std::mutex> lock(call->mu);
+  pending->request_posted = ret == 0;
   if (ret != 0) {
     untrack(sop);
     delete sop;
     release(tx);
+    std::lock_guard<std::mutex> lock(call->mu);
     if (call->state == CallState::State::kWaiting) {
       call->state = CallState::State::kFailed;
       call->error = Error(ErrorCode::kUnavailable,
@@ -1041,58 +1082,62 @@ Result<size_t> FabricClient::Impl::call(std::span<const iovec> request, std::spa
                                             : fi_error_text("fi_tsend", ret));
     }
   } else {
-    lock.unlock();
     wake_progress();
-    lock.lock();
   }
-  call->cv.wait_until(lock, deadline, [&] { return call->state != CallState::State::kWaiting; });
+  return PendingCall(std::move(pending));
+}
 
-  if (call->state == CallState::State::kDone) {
+Result<std::span<const std::byte>> FabricClient::Impl::wait(PendingCall::State& pending) {
+  if (pending.waited) return fail(ErrorCode::kWrongState, "fabric call already waited for");
+  pending.waited = true;
+  CallState& call = *pending.call;
+  std::unique_lock<std::mutex> lock(call.mu);
+  call.cv.wait_until(lock, pending.deadline,
+                     [&] { return call.state != CallState::State::kWaiting; });
+
+  if (call.state == CallState::State::kDone) {
     lock.unlock();
+    const Buffer* rx = pending.rx;
+    const size_t cap = pending.reply_capacity;
     WireHeader rep;
-    Result<size_t> result = 0;
-    if (call->len < sizeof(WireHeader)) {
-      result = fail(ErrorCode::kInternal, "fabric reply shorter than its header");
-    } else {
-      std::memcpy(&rep, rx->data, sizeof(rep));
-      const size_t body = call->len - sizeof(WireHeader);
-      if (rep.magic != kWireMagic || rep.request_id != id || rep.length != body || body > cap) {
-        result = fail(ErrorCode::kInternal, "malformed fabric reply");
-      } else if (rep.flags & kFlagHandlerError) {
-        result = fail(ErrorCode::kInternal, "fabric server handler failed");
-      } else {
-        // Scattered straight into the caller's pieces: one copy per reply.
-        size_t copied = 0;
-        for (const iovec& v : reply) {
-          size_t piece = std::min(v.iov_len, body - copied);
-          if (piece != 0) std::memcpy(v.iov_base, rx->data + sizeof(WireHeader) + copied, piece);
-          copied += piece;
-        }
-        result = body;
-      }
-    }
-    release(rx);
-    return result;
+    if (call.len < sizeof(WireHeader))
+      return fail(ErrorCode::kInternal, "fabric reply shorter than its header");
+    std::memcpy(&rep, rx->data, sizeof(rep));
+    const size_t body = call.len - sizeof(WireHeader);
+    if (rep.magic != kWireMagic || rep.request_id != pending.id || rep.length != body || body > cap)
+      return fail(ErrorCode::kInternal, "malformed fabric reply");
+    if (rep.flags & kFlagHandlerError)
+      return fail(ErrorCode::kInternal, "fabric server handler failed");
+    return std::span<const std::byte>(rx->data + sizeof(WireHeader), body);
   }
 
-  Error error = call->error ? *call->error
-                            : Error(ErrorCode::kUnavailable, "fabric call timed out after " +
-                                                                 std::to_string(timeout.count()) +
-                                                                 " ms");
-  if (call->recv_outstanding) {
-    // The receive still owns rx and stays posted for a late reply (see
-    // ClientOp); its completion returns the buffer to the pool. Without a
-    // request sent no reply can come: cancel it.
-    call->state = CallState::State::kAbandoned;
-    abandon(rop, !request_posted);
-    lock.unlock();
-    wake_progress();
-  } else {
-    lock.unlock();
-    release(rx);
-  }
+  Error error = call.error ? *call.error
+                           : Error(ErrorCode::kUnavailable,
+                                   "fabric call timed out after " +
+                                       std::to_string(pending.timeout.count()) + " ms");
+  give_up(pending, lock);
   return fail(std::move(error));
 }
+
+// A call nobody will collect. Its receive, while posted, still owns rx and
+// stays posted for a late reply (see ClientOp); its completion returns the
+// buffer to the pool. Without a request sent no reply can come: cancel it.
+void FabricClient::Impl::give_up(PendingCall::State& pending,
+                                 std::unique_lock<std::mutex>& call_lock) {
+  CallState& call = *pending.call;
+  if (!call.recv_outstanding) return;  // rx is the pending state's to release
+  call.state = CallState::State::kAbandoned;
+  abandon(pending.receive, !pending.request_posted);
+  pending.rx = nullptr;
+  call_lock.unlock();
+  wake_progress();
+}
+
+FabricClient::PendingCall::PendingCall(std::unique_ptr<State> state) : state_(std::move(state)) {}
+FabricClient::PendingCall::PendingCall(PendingCall&& other) noexcept = default;
+FabricClient::PendingCall& FabricClient::PendingCall::operator=(PendingCall&& other) noexcept =
+    default;
+FabricClient::PendingCall::~PendingCall() = default;
 
 FabricClient::FabricClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 FabricClient::~FabricClient() = default;
@@ -1124,12 +1169,35 @@ Status FabricClient::connect(std::string_view server_address, uint64_t handle) {
 Result<size_t> FabricClient::call(std::span<const iovec> request, std::span<std::byte> reply,
                                   std::chrono::milliseconds timeout) {
   iovec whole{reply.data(), reply.size()};
-  return impl_->call(request, std::span<const iovec>(&whole, 1), timeout);
+  return call(request, std::span<const iovec>(&whole, 1), timeout);
 }
 
 Result<size_t> FabricClient::call(std::span<const iovec> request, std::span<const iovec> reply,
                                   std::chrono::milliseconds timeout) {
-  return impl_->call(request, reply, timeout);
+  size_t capacity = 0;
+  for (const iovec& v : reply) capacity += v.iov_len;
+  auto pending = start(request, capacity, timeout);
+  if (!pending) return fail(pending.error());
+  auto body = wait(*pending);
+  if (!body) return fail(body.error());
+  size_t copied = 0;
+  for (const iovec& v : reply) {
+    size_t piece = std::min(v.iov_len, body->size() - copied);
+    if (piece != 0) std::memcpy(v.iov_base, body->data() + copied, piece);
+    copied += piece;
+  }
+  return body->size();
+}
+
+Result<FabricClient::PendingCall> FabricClient::start(std::span<const iovec> request,
+                                                      size_t reply_capacity,
+                                                      std::chrono::milliseconds timeout) {
+  return impl_->start(request, reply_capacity, timeout);
+}
+
+Result<std::span<const std::byte>> FabricClient::wait(PendingCall& call) {
+  if (!call.state_) return fail(ErrorCode::kInvalidArgument, "fabric call: nothing to wait for");
+  return impl_->wait(*call.state_);
 }
 
 void FabricClient::shutdown(std::string reason) {

@@ -29,6 +29,11 @@ Vmpod__Pods__RegionRef region_ref(const RegionHandle& region) {
   return ref;
 }
 
+uint64_t total_length(std::span<const iovec> pieces) {
+  uint64_t total = 0;
+  for (const iovec& piece : pieces) total += piece.iov_len;
+  return total;
+}
 
 }  // namespace
 
@@ -172,49 +177,85 @@ Result<MemoryPodStats> MemoryPodClient::stats(std::span<const RegionHandle> regi
   return memory_pod_stats_from(**reply);
 }
 
-Status MemoryPodClient::page_call(PageOp op, const RegionHandle& region, uint64_t offset,
-                                  uint32_t length, std::span<const std::byte> data,
-                                  std::span<std::byte> out) {
+Result<MemoryPodClient::PendingPageIo> MemoryPodClient::start_page_call(
+    PageOp op, const RegionHandle& region, uint64_t offset, uint64_t length,
+    std::span<const iovec> data) {
   VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
   if (op != PageOp::kDiscard && length > kMaxPageIo) {
     return fail(ErrorCode::kInvalidArgument, "page i/o of " + std::to_string(length) + " bytes exceeds the limit");
   }
   PageRequest request{};
   request.op = static_cast<uint8_t>(op);
-  request.length = length;
+  request.length = static_cast<uint32_t>(length);
   request.region_id = region.id;
   request.offset = offset;
   request.token = region.token;
-  iovec iov[2] = {{&request, sizeof(request)},
-                  {const_cast<std::byte*>(data.data()), data.size()}};
-  PageReply reply{};
-  iovec reply_iov[2] = {{&reply, sizeof(reply)}, {out.data(), out.size()}};
-  auto got = fabric_->call(std::span<const iovec>(iov, data.empty() ? 1 : 2),
-                           std::span<const iovec>(reply_iov, out.empty() ? 1 : 2), options_.io_timeout);
+  std::vector<iovec> request_iov{{&request, sizeof(request)}};
+  request_iov.insert(request_iov.end(), data.begin(), data.end());
+  const uint32_t read_length = op == PageOp::kRead ? static_cast<uint32_t>(length) : 0;
+  auto call = fabric_->start(request_iov, sizeof(PageReply) + read_length, options_.io_timeout);
+  if (!call) {
+    if (call.error().code() == ErrorCode::kUnavailable && !lost_) mark_lost(call.error().message());
+    return fail(call.error().context("memory pod " + pod_id_));
+  }
+  return PendingPageIo(std::move(*call), read_length);
+}
+
+Result<std::span<const std::byte>> MemoryPodClient::finish_read(PendingPageIo& io) {
+  auto got = fabric_->wait(io.call_);
   if (!got) {
     if (got.error().code() == ErrorCode::kUnavailable && !lost_) mark_lost(got.error().message());
     return fail(got.error().context("memory pod " + pod_id_));
   }
-  if (*got < sizeof(reply)) return fail(ErrorCode::kInternal, "memory pod " + pod_id_ + ": short page reply");
+  PageReply reply;
+  if (got->size() < sizeof(reply)) return fail(ErrorCode::kInternal, "memory pod " + pod_id_ + ": short page reply");
+  std::memcpy(&reply, got->data(), sizeof(reply));
   VMPOD_TRY_CTX(decode_status(reply.status, "page request"), "memory pod " + pod_id_);
-  if (reply.length != out.size() || *got != sizeof(reply) + out.size()) {
+  if (reply.length != io.read_length_ || got->size() != sizeof(reply) + io.read_length_) {
     return fail(ErrorCode::kInternal, "memory pod " + pod_id_ + ": page reply of wrong length");
   }
+  return got->subspan(sizeof(reply));
+}
+
+Status MemoryPodClient::finish(PendingPageIo& io) {
+  auto data = finish_read(io);
+  if (!data) return fail(data.error());
   return {};
 }
 
+Result<MemoryPodClient::PendingPageIo> MemoryPodClient::start_read(const RegionHandle& region,
+                                                                   uint64_t offset, uint64_t length) {
+  return start_page_call(PageOp::kRead, region, offset, length, {});
+}
+
+Result<MemoryPodClient::PendingPageIo> MemoryPodClient::start_write(const RegionHandle& region,
+                                                                    uint64_t offset,
+                                                                    std::span<const iovec> data) {
+  return start_page_call(PageOp::kWrite, region, offset, total_length(data), data);
+}
+
 Status MemoryPodClient::read(const RegionHandle& region, uint64_t offset, std::span<std::byte> out) {
-  return page_call(PageOp::kRead, region, offset, static_cast<uint32_t>(out.size()), {}, out);
+  auto io = start_read(region, offset, out.size());
+  if (!io) return fail(io.error());
+  auto data = finish_read(*io);
+  if (!data) return fail(data.error());
+  std::memcpy(out.data(), data->data(), data->size());
+  return {};
 }
 
 Status MemoryPodClient::write(const RegionHandle& region, uint64_t offset,
                               std::span<const std::byte> data) {
-  return page_call(PageOp::kWrite, region, offset, static_cast<uint32_t>(data.size()), data, {});
+  iovec piece{const_cast<std::byte*>(data.data()), data.size()};
+  auto io = start_write(region, offset, std::span<const iovec>(&piece, 1));
+  if (!io) return fail(io.error());
+  return finish(*io);
 }
 
 Status MemoryPodClient::discard(const RegionHandle& region, uint64_t offset, uint64_t length) {
   if (length > UINT32_MAX) return fail(ErrorCode::kInvalidArgument, "discard range too large");
-  return page_call(PageOp::kDiscard, region, offset, static_cast<uint32_t>(length), {}, {});
+  auto io = start_page_call(PageOp::kDiscard, region, offset, length, {});
+  if (!io) return fail(io.error());
+  return finish(*io);
 }
 
 }  // namespace vmpod::pods

@@ -210,6 +210,7 @@ int touch_main(int argc, char** argv) {
 struct Options {
   uint64_t size = 256ull << 20;
   uint64_t random_pages = 4096;
+  uint64_t stripe = cpuserver::PodfsConfig{}.stripe_bytes;
   unsigned pairs = 5;
   unsigned warmup = 1;
   bool hugepage = true;
@@ -265,7 +266,7 @@ struct Store {
 
 void usage() {
   std::fprintf(stderr,
-               "usage: pagein_bench [--quick] [--size SIZE] [--random-pages N] [--pairs N] [--warmup N]\n"
+               "usage: pagein_bench [--quick] [--size SIZE] [--stripe SIZE] [--random-pages N] [--pairs N] [--warmup N]\n"
                "                    [--no-hugepage] [--variants tmpfs,null,tcp,shm] [--json [PATH|-]]\n"
                "                    [--no-probe] [--vmpod PATH] [--dir DIR] [--verbose]\n"
                "Page-in through podfs vs tmpfs and the null-store FUSE floor (see docs/performance.md).\n");
@@ -290,7 +291,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
         if (i + 1 < argc && argv[i + 1][0] != '-') o.json = argv[++i];
         else if (i + 1 < argc && std::string(argv[i + 1]) == "-") o.json = argv[++i];
         else o.json = "-";
-      } else if (arg == "--size" || arg == "--random-pages" || arg == "--pairs" || arg == "--warmup" ||
+      } else if (arg == "--size" || arg == "--stripe" || arg == "--random-pages" || arg == "--pairs" || arg == "--warmup" ||
                  arg == "--variants" || arg == "--vmpod" || arg == "--dir") {
         auto v = value();
         if (!v) {
@@ -304,6 +305,13 @@ std::optional<Options> parse_options(int argc, char** argv) {
             return std::nullopt;
           }
           size = *parsed;
+        } else if (arg == "--stripe") {
+          auto parsed = parse_size(*v);
+          if (!parsed) {
+            std::fprintf(stderr, "--stripe: %s\n", parsed.error().to_string().c_str());
+            return std::nullopt;
+          }
+          o.stripe = *parsed;
         } else if (arg == "--random-pages") pages = std::stoull(*v);
         else if (arg == "--pairs") pairs = static_cast<unsigned>(std::stoul(*v));
         else if (arg == "--warmup") warmup = static_cast<unsigned>(std::stoul(*v));
@@ -442,6 +450,7 @@ Status set_up(Store& store, const Options& o) {
   cpuserver::PodfsConfig config;
   config.mountpoint = store.dir;
   config.owner = "pagein-bench";
+  config.stripe_bytes = o.stripe;
   if (store.name == "null") {
     config.null_store = true;
     store.expect = "zero";
@@ -769,9 +778,10 @@ int driver_main(int argc, char** argv) {
       goals.push_back(Goal{f->name, "vmpod_GB/s", false, 0.5, bench::summarize(f->subject).median, "median"});
     }
 
-    std::printf("# pagein_bench size=%s random_pages=%llu pairs=%u warmup=%u hugepage=%s quick=%s"
+    std::printf("# pagein_bench size=%s stripe=%s random_pages=%llu pairs=%u warmup=%u hugepage=%s quick=%s"
                 " loadavg=%s..%s cpus=%u\n",
-                format_bytes(o.size).c_str(), static_cast<unsigned long long>(o.random_pages), o.pairs,
+                format_bytes(o.size).c_str(), format_bytes(o.stripe).c_str(),
+                static_cast<unsigned long long>(o.random_pages), o.pairs,
                 o.warmup, o.hugepage ? "on(MADV_HUGEPAGE)" : "off", o.quick ? "yes" : "no",
                 load_at_start.c_str(), bench::load_average().c_str(), std::thread::hardware_concurrency());
     std::printf("# values: median of runs (per-run p50/p99 of every touch; major_*: of the touches that"
@@ -826,7 +836,7 @@ int driver_main(int argc, char** argv) {
 
     doc["bench"] = "pagein";
     doc["loadavg"] = {load_at_start, bench::load_average()};
-    doc["config"] = {{"size_bytes", o.size}, {"random_pages", o.random_pages}, {"pairs", o.pairs},
+    doc["config"] = {{"size_bytes", o.size}, {"stripe_bytes", o.stripe}, {"random_pages", o.random_pages}, {"pairs", o.pairs},
                      {"warmup", o.warmup}, {"hugepage", o.hugepage}, {"quick", o.quick},
                      {"variants", o.variants}};
     for (const auto& f : figures) doc["figures"].push_back(f.to_json());

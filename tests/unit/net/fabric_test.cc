@@ -361,6 +361,51 @@ void check_late_replies(FabricProvider provider) {
   }
 }
 
+// Calls in two halves: several started before any is waited for, waited in
+// another order, replies read in place; one dropped unwaited (abandoned)
+// while its reply is on the way; the client keeps working and closes cleanly.
+void check_pending_calls(FabricProvider provider) {
+  auto server = start_server(provider);
+  auto c = connect_client(*server, provider);
+  const size_t sizes[] = {1u << 20, 4096, 64u << 10, 0};
+  uint64_t headers[4][2];
+  std::vector<FabricClient::PendingCall> calls;
+  for (size_t k = 0; k < 4; ++k) {
+    headers[k][0] = sizes[k];
+    headers[k][1] = 40 + k;
+    iovec iov{headers[k], sizeof(headers[k])};
+    auto call = c.client->start(std::span<const iovec>(&iov, 1), sizes[k], 5s);
+    cr_assert(call.has_value(), "start %zu: %s", k, call ? "" : call.error().to_string().c_str());
+    calls.push_back(std::move(*call));
+  }
+  for (size_t k = 4; k-- > 0;) {
+    auto body = c.client->wait(calls[k]);
+    cr_assert(body.has_value(), "wait %zu: %s", k, body ? "" : body.error().to_string().c_str());
+    cr_assert_eq(body->size(), sizes[k]);
+    for (size_t i = 8; i < sizes[k]; ++i) cr_assert_eq((*body)[i], pattern(40 + k, i), "call %zu byte %zu", k, i);
+    if (sizes[k] >= 8) {
+      uint64_t peer;
+      std::memcpy(&peer, body->data(), 8);
+      cr_assert_eq(peer, c.handle);
+    }
+  }
+  auto again = c.client->wait(calls[0]);
+  cr_assert(!again.has_value(), "a call waited for twice");
+  cr_assert_eq(again.error().code(), ErrorCode::kWrongState);
+  calls.clear();
+
+  for (int round = 0; round < 3; ++round) {
+    uint64_t hdr[2] = {1u << 20, 77};
+    iovec iov{hdr, sizeof(hdr)};
+    auto dropped = c.client->start(std::span<const iovec>(&iov, 1), 1u << 20, 5s);
+    cr_assert(dropped.has_value());
+  }
+  std::vector<std::byte> reply;
+  std::string why;
+  cr_assert(generated_call(*c.client, c.handle, 5, 1u << 20, reply, &why), "after abandoned calls: %s",
+            why.c_str());
+}
+
 // A peer that never answers: more timed-out calls than the client keeps
 // receives posted for, then a clean close.
 void check_many_timeouts(FabricProvider provider) {
@@ -506,5 +551,7 @@ Test(fabric, tcp_many_timeouts, .timeout = 20) { check_many_timeouts(FabricProvi
 Test(fabric, shm_many_timeouts, .timeout = 20) { check_many_timeouts(FabricProvider::kShm); }
 Test(fabric, tcp_handler_errors, .timeout = 20) { check_handler_errors(FabricProvider::kTcp); }
 Test(fabric, shm_handler_errors, .timeout = 20) { check_handler_errors(FabricProvider::kShm); }
+Test(fabric, tcp_pending_calls, .timeout = 20) { check_pending_calls(FabricProvider::kTcp); }
+Test(fabric, shm_pending_calls, .timeout = 20) { check_pending_calls(FabricProvider::kShm); }
 Test(fabric, tcp_bad_addresses, .timeout = 20) { check_bad_addresses(FabricProvider::kTcp); }
 Test(fabric, shm_bad_addresses, .timeout = 20) { check_bad_addresses(FabricProvider::kShm); }

@@ -64,6 +64,24 @@ class FabricServer {
 
 class FabricClient {
  public:
+  // A call whose request is posted: start() returns one and wait() collects
+  // its reply, so that one thread can keep calls to several servers in
+  // flight at once. It holds the reply's buffer until destroyed; destroying
+  // one that was not waited for abandons it (a late reply is dropped).
+  // Every pending call must be destroyed before its client.
+  class PendingCall {
+   public:
+    PendingCall(PendingCall&& other) noexcept;
+    PendingCall& operator=(PendingCall&& other) noexcept;
+    ~PendingCall();
+
+   private:
+    friend class FabricClient;
+    struct State;
+    explicit PendingCall(std::unique_ptr<State> state);
+    std::unique_ptr<State> state_;
+  };
+
   static Result<std::unique_ptr<FabricClient>> create(const FabricConfig& config);
   ~FabricClient();  // fails every call in flight with kUnavailable, then closes
 
@@ -80,6 +98,15 @@ class FabricClient {
   // the caller's own data buffer), saving a copy.
   Result<size_t> call(std::span<const iovec> request, std::span<const iovec> reply,
                       std::chrono::milliseconds timeout);
+
+  // call() in two halves. start() posts the request (gathered, as in call())
+  // for a reply of at most reply_capacity bytes and returns without waiting.
+  // wait() waits for the reply until `timeout` after start() and returns it
+  // where it landed, in the call's receive buffer: no copy, valid while
+  // `call` lives.
+  Result<PendingCall> start(std::span<const iovec> request, size_t reply_capacity,
+                            std::chrono::milliseconds timeout);
+  Result<std::span<const std::byte>> wait(PendingCall& call);
 
   // Fails every call in flight and every later one with kUnavailable (a lost
   // pod): nobody waits out a timeout for a peer known to be gone.

@@ -36,6 +36,16 @@ class MemoryPodClient {
     std::chrono::milliseconds heartbeat_interval{1000};
   };
 
+  // A page read or write whose request is on its way (see start_read()).
+  class PendingPageIo {
+   private:
+    friend class MemoryPodClient;
+    PendingPageIo(net::FabricClient::PendingCall call, uint32_t read_length)
+        : call_(std::move(call)), read_length_(read_length) {}
+    net::FabricClient::PendingCall call_;
+    uint32_t read_length_;  // data bytes a read expects back
+  };
+
   static Result<std::unique_ptr<MemoryPodClient>> connect(const net::SocketAddress& control,
                                                           const Options& options);
   ~MemoryPodClient();
@@ -54,6 +64,18 @@ class MemoryPodClient {
   Status write(const RegionHandle& region, uint64_t offset, std::span<const std::byte> data);
   Status discard(const RegionHandle& region, uint64_t offset, uint64_t length);
 
+  // The same in two halves, so that one thread keeps several pods busy:
+  // start_read()/start_write() send the request and return at once;
+  // finish_read() waits for a read's data and returns it in place, valid
+  // while `io` lives (no copy); finish() waits for a write. Both at most
+  // kMaxPageIo bytes. Every PendingPageIo must be destroyed before the
+  // client; destroying one that was not finished abandons it.
+  Result<PendingPageIo> start_read(const RegionHandle& region, uint64_t offset, uint64_t length);
+  Result<PendingPageIo> start_write(const RegionHandle& region, uint64_t offset,
+                                    std::span<const iovec> data);
+  Result<std::span<const std::byte>> finish_read(PendingPageIo& io);
+  Status finish(PendingPageIo& io);
+
   // False once the pod is lost (control connection closed or heartbeat
   // missed); every later call then fails at once with kUnavailable.
   bool alive() const { return !lost_.load(); }
@@ -61,8 +83,8 @@ class MemoryPodClient {
 
  private:
   MemoryPodClient() = default;
-  Status page_call(PageOp op, const RegionHandle& region, uint64_t offset, uint32_t length,
-                   std::span<const std::byte> data, std::span<std::byte> out);
+  Result<PendingPageIo> start_page_call(PageOp op, const RegionHandle& region, uint64_t offset,
+                                        uint64_t length, std::span<const iovec> data);
   Status check_alive() const;
   void watch();
   void mark_lost(std::string reason);
