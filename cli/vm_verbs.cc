@@ -141,6 +141,19 @@ void add_vm_verbs(CLI::App& app, Outcome& outcome) {
     if (!restarted) outcome.code = report(restarted.error());
   });
 
+  auto migrate_flags = std::make_shared<VmFlags>();
+  auto* migrate = vm_verb(app, "migrate", "Move a VM to another compute pod; its RAM stays in the memory pods",
+                          migrate_flags);
+  migrate->add_option("vm", migrate_flags->vm, "VM name")->required();
+  migrate->add_option("--to", migrate_flags->command, "destination compute pod")->required();
+  migrate->callback([migrate_flags, &outcome] {
+    auto client = connect(*migrate_flags);
+    if (!client) return void(outcome.code = report(client.error()));
+    auto migrated = (*client)->migrate_vm(migrate_flags->vm, migrate_flags->command);
+    if (!migrated) return void(outcome.code = report(migrated.error()));
+    std::printf("%s runs on %s\n", migrated->name.c_str(), migrated->compute_pod.c_str());
+  });
+
   auto exec_flags = std::make_shared<VmFlags>();
   auto* exec_cmd = vm_verb(app, "exec", "Run a shell command in a VM through its guest agent", exec_flags);
   exec_cmd->add_option("vm", exec_flags->vm, "VM name")->required();

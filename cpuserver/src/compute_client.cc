@@ -25,21 +25,28 @@ Result<std::unique_ptr<ComputePodClient>> ComputePodClient::connect(const net::S
 
 Result<GuestRuntime> ComputePodClient::launch(const GuestSpec& guest, const MemoryPlacement& placement) {
   GuestSpecMessage spec(guest);
-  std::vector<std::string> pods;
-  for (const auto& address : placement.memory_pods) pods.push_back(address.to_string());
-  std::vector<char*> pod_ptrs;
-  for (auto& pod : pods) pod_ptrs.push_back(pod.data());
-  std::string provider(net::fabric_provider_name(placement.fabric.provider));
-  Vmpod__Pods__MemoryPlacement place = VMPOD__PODS__MEMORY_PLACEMENT__INIT;
-  place.n_memory_pods = pod_ptrs.size();
-  place.memory_pods = pod_ptrs.data();
-  place.provider = provider.data();
-  place.stripe_bytes = placement.stripe_bytes;
-  place.local_cache_bytes = placement.local_cache_bytes;
+  PlacementMessage place(placement);
   Vmpod__Pods__LaunchRequest request = VMPOD__PODS__LAUNCH_REQUEST__INIT;
   request.guest = &spec.message;
-  request.placement = &place;
+  request.placement = &place.message;
   auto reply = rpc_call<Vmpod__Pods__VmRuntime>(*rpc_, MessageType::kCpuLaunch, request.base,
+                                                vmpod__pods__vm_runtime__descriptor, kLaunchTimeout);
+  if (!reply) return fail(reply.error());
+  return runtime_from(reply->get());
+}
+
+Result<GuestRuntime> ComputePodClient::receive_guest(const GuestSpec& guest, const MemoryPlacement& placement,
+                                                     const GuestTransfer& transfer) {
+  GuestSpecMessage spec(guest);
+  PlacementMessage place(placement);
+  TransferMessage state(transfer);
+  Vmpod__Pods__LaunchRequest launch = VMPOD__PODS__LAUNCH_REQUEST__INIT;
+  launch.guest = &spec.message;
+  launch.placement = &place.message;
+  Vmpod__Pods__ReceiveGuestRequest request = VMPOD__PODS__RECEIVE_GUEST_REQUEST__INIT;
+  request.launch = &launch;
+  request.transfer = &state.message;
+  auto reply = rpc_call<Vmpod__Pods__VmRuntime>(*rpc_, MessageType::kCpuReceiveGuest, request.base,
                                                 vmpod__pods__vm_runtime__descriptor, kLaunchTimeout);
   if (!reply) return fail(reply.error());
   return runtime_from(reply->get());
@@ -75,6 +82,26 @@ Result<GuestStats> ComputePodClient::stats(const std::string& name) {
   auto message = net::unpack<Vmpod__Pods__VmStats>(vmpod__pods__vm_stats__descriptor, *reply);
   if (!message) return fail(message.error());
   return stats_from(message->get());
+}
+
+Result<GuestTransfer> ComputePodClient::send_guest(const std::string& name) {
+  auto reply = named_call(*rpc_, MessageType::kCpuSendGuest, name);
+  if (!reply) return fail(reply.error());
+  auto message = net::unpack<Vmpod__Pods__GuestTransfer>(vmpod__pods__guest_transfer__descriptor, *reply);
+  if (!message) return fail(message.error());
+  return transfer_from(message->get());
+}
+
+Status ComputePodClient::finish_send(const std::string& name) {
+  auto reply = named_call(*rpc_, MessageType::kCpuFinishSend, name);
+  if (!reply) return fail(reply.error());
+  return {};
+}
+
+Status ComputePodClient::cancel_send(const std::string& name) {
+  auto reply = named_call(*rpc_, MessageType::kCpuCancelSend, name);
+  if (!reply) return fail(reply.error());
+  return {};
 }
 
 Result<ComputePodStatus> ComputePodClient::status() {

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -35,6 +36,23 @@ namespace {
 
 constexpr auto kSupervisePeriod = std::chrono::milliseconds(200);
 constexpr auto kShutdownGrace = std::chrono::seconds(3);
+// Saving or loading a device state of a few hundred KiB.
+constexpr auto kDeviceStateTimeout = std::chrono::seconds(60);
+constexpr const char* kRamFile = "ram";
+
+Result<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail_errno("cannot read " + path, errno);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+Status write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) return fail_errno("cannot write " + path, errno);
+  return {};
+}
 
 struct Guest {
   GuestRuntime runtime;
@@ -43,6 +61,8 @@ struct Guest {
   // What the guest's pods counted, kept when it ends so `vmpod run` and the
   // vmm can report a guest that already powered off.
   std::optional<GuestStats> final_stats;
+  // Whether its vCPUs ran before send_guest paused them.
+  bool sent_running = false;
 };
 
 Result<GuestStats> live_stats(const Guest& guest) {
@@ -131,7 +151,8 @@ struct ComputePod::Impl {
     return it->second;
   }
 
-  Result<GuestRuntime> launch(const GuestSpec& spec, const MemoryPlacement& placement) {
+  Result<GuestRuntime> launch(const GuestSpec& spec, const MemoryPlacement& placement,
+                              const GuestTransfer* incoming) {
     auto guest = std::make_shared<Guest>();
     {
       std::lock_guard lock(mutex);
@@ -145,7 +166,7 @@ struct ComputePod::Impl {
       guest->runtime.reason = "starting";
       guests[spec.name] = guest;
     }
-    auto started = start_guest(*guest, spec, placement);
+    auto started = start_guest(*guest, spec, placement, incoming);
     std::lock_guard lock(mutex);
     if (!started) {
       guest->runtime.reason = started.error().message();
@@ -156,7 +177,11 @@ struct ComputePod::Impl {
     return guest->runtime;
   }
 
-  Status start_guest(Guest& guest, const GuestSpec& spec, const MemoryPlacement& placement) {
+  // A guest moving in (`incoming`) gets its RAM file on the regions it
+  // brings and its device state before its vCPUs run; if anything fails,
+  // those regions are left as they were, since they are still the source's.
+  Status start_guest(Guest& guest, const GuestSpec& spec, const MemoryPlacement& placement,
+                     const GuestTransfer* incoming) {
     std::string run_dir = config.run_dir + "/" + spec.name;
     std::string mount = run_dir + "/mem";
     std::error_code ec;
@@ -173,18 +198,37 @@ struct ComputePod::Impl {
     auto podfs = Podfs::mount(podfs_config);
     if (!podfs) return fail(podfs.error());
     guest.podfs = std::move(*podfs);
+    auto abandon = [&](const Error& error) -> Status {
+      if (incoming) guest.podfs->disown_regions();
+      if (guest.qemu) (void)guest.qemu->shutdown(kShutdownGrace);
+      guest.qemu.reset();
+      guest.podfs.reset();
+      return fail(error);
+    };
+    const std::string state_file = run_dir + "/device-state.in";
+    if (incoming) {
+      if (auto adopted = guest.podfs->adopt_file(kRamFile, incoming->ram); !adopted) return abandon(adopted.error());
+      if (auto written = write_file(state_file, incoming->device_state); !written) return abandon(written.error());
+    }
 
     QemuConfig qemu_config;
     qemu_config.guest = spec;
     qemu_config.qemu_binary = config.qemu_binary;
-    qemu_config.mem_path = mount + "/ram";
+    qemu_config.mem_path = mount + "/" + kRamFile;
     qemu_config.run_dir = run_dir;
+    qemu_config.incoming = incoming != nullptr;
     auto qemu = QemuProcess::start(qemu_config);
-    if (!qemu) {
-      guest.podfs.reset();
-      return fail(qemu.error());
-    }
+    if (!qemu) return abandon(qemu.error());
     guest.qemu = std::move(*qemu);
+    if (incoming) {
+      if (auto loaded = guest.qemu->load_device_state(state_file, kDeviceStateTimeout); !loaded) {
+        return abandon(loaded.error());
+      }
+      if (incoming->running) {
+        if (auto resumed = guest.qemu->resume(); !resumed) return abandon(resumed.error());
+      }
+      std::filesystem::remove(state_file, ec);
+    }
     guest.runtime.qemu_pid = guest.qemu->pid();
     guest.runtime.accel = guest.qemu->accel();
     guest.runtime.run_dir = run_dir;
@@ -203,6 +247,53 @@ struct ComputePod::Impl {
       (*guest)->runtime.reason = "stopped on request";
     }
     return {};
+  }
+
+  Result<GuestTransfer> send_guest(const std::string& name) {
+    auto guest = running_guest(name);
+    if (!guest) return fail(guest.error());
+    Guest& g = **guest;
+    const std::string state_file = g.runtime.run_dir + "/device-state.out";
+    auto running = g.qemu->vcpus_running();
+    if (!running) return fail(running.error().context(name));
+    auto sent = [&]() -> Result<GuestTransfer> {
+      // Paused first: no guest write may land after the write-back.
+      VMPOD_TRY_CTX(g.qemu->pause(), "send");
+      VMPOD_TRY_CTX(g.podfs->drop_cache(), "send: writing the RAM back");
+      VMPOD_TRY_CTX(g.qemu->save_device_state(state_file, kDeviceStateTimeout), "send");
+      auto state = read_file(state_file);
+      if (!state) return fail(state.error());
+      auto ram = g.podfs->file_regions(kRamFile);
+      if (!ram) return fail(ram.error());
+      return GuestTransfer{std::move(*state), std::move(*ram), *running};
+    }();
+    std::error_code ec;
+    std::filesystem::remove(state_file, ec);
+    if (!sent) {
+      auto resumed = *running ? g.qemu->resume() : Status{};
+      if (!resumed) spdlog::error("{}: resuming after a failed send: {}", name, resumed.error().to_string());
+      return fail(sent.error().context(name));
+    }
+    g.sent_running = *running;
+    spdlog::info("{}: sent: {} bytes of device state", name, sent->device_state.size());
+    return sent;
+  }
+
+  Status finish_send(const std::string& name) {
+    auto guest = running_guest(name);
+    if (!guest) return fail(guest.error());
+    (*guest)->podfs->disown_regions();
+    tear_down(**guest);
+    std::lock_guard lock(mutex);
+    (*guest)->runtime.state = GuestState::kStopped;
+    (*guest)->runtime.reason = "moved to another compute pod";
+    return {};
+  }
+
+  Status cancel_send(const std::string& name) {
+    auto guest = running_guest(name);
+    if (!guest) return fail(guest.error());
+    return (*guest)->sent_running ? (*guest)->qemu->resume() : Status{};
   }
 
   Result<std::shared_ptr<Guest>> running_guest(const std::string& name) const {
@@ -227,9 +318,41 @@ struct ComputePod::Impl {
         if (!spec) return fail(spec.error());
         auto placement = placement_from((*request)->placement);
         if (!placement) return fail(placement.error());
-        auto runtime = launch(*spec, *placement);
+        auto runtime = launch(*spec, *placement, nullptr);
         if (!runtime) return fail(runtime.error());
         return pack_runtime(*runtime);
+      }
+      case MessageType::kCpuReceiveGuest: {
+        auto request = net::unpack<Vmpod__Pods__ReceiveGuestRequest>(
+            vmpod__pods__receive_guest_request__descriptor, frame.body);
+        if (!request) return fail(request.error());
+        if ((*request)->launch == nullptr) return fail(ErrorCode::kInvalidArgument, "receive: no guest");
+        auto spec = guest_spec_from((*request)->launch->guest);
+        if (!spec) return fail(spec.error());
+        auto placement = placement_from((*request)->launch->placement);
+        if (!placement) return fail(placement.error());
+        auto transfer = transfer_from((*request)->transfer);
+        if (!transfer) return fail(transfer.error());
+        auto runtime = launch(*spec, *placement, &*transfer);
+        if (!runtime) return fail(runtime.error());
+        return pack_runtime(*runtime);
+      }
+      case MessageType::kCpuSendGuest: {
+        auto request = net::unpack<Vmpod__Pods__VmName>(vmpod__pods__vm_name__descriptor, frame.body);
+        if (!request) return fail(request.error());
+        auto transfer = send_guest((*request)->name);
+        if (!transfer) return fail(transfer.error());
+        TransferMessage reply(*transfer);
+        return net::pack_message(reply.message.base);
+      }
+      case MessageType::kCpuFinishSend:
+      case MessageType::kCpuCancelSend: {
+        auto request = net::unpack<Vmpod__Pods__VmName>(vmpod__pods__vm_name__descriptor, frame.body);
+        if (!request) return fail(request.error());
+        Status done = frame.type == pods::wire(MessageType::kCpuFinishSend) ? finish_send((*request)->name)
+                                                                             : cancel_send((*request)->name);
+        if (!done) return fail(done.error());
+        return pods::empty_message();
       }
       case MessageType::kCpuStop:
       case MessageType::kCpuDropCache:
@@ -250,24 +373,6 @@ struct ComputePod::Impl {
       default:
         return fail(ErrorCode::kInvalidArgument, "unknown message type " + std::to_string(frame.type));
     }
-  }
-
-  static Result<MemoryPlacement> placement_from(const Vmpod__Pods__MemoryPlacement* message) {
-    if (message == nullptr || message->n_memory_pods == 0) {
-      return fail(ErrorCode::kInvalidArgument, "a guest needs at least one memory pod");
-    }
-    MemoryPlacement placement;
-    for (size_t i = 0; i < message->n_memory_pods; ++i) {
-      auto address = net::parse_socket_address(message->memory_pods[i]);
-      if (!address) return fail(address.error());
-      placement.memory_pods.push_back(*address);
-    }
-    auto provider = net::parse_fabric_provider(message->provider[0] ? message->provider : "tcp");
-    if (!provider) return fail(provider.error());
-    placement.fabric.provider = *provider;
-    if (message->stripe_bytes != 0) placement.stripe_bytes = message->stripe_bytes;
-    placement.local_cache_bytes = message->local_cache_bytes;
-    return placement;
   }
 
   Status drop_cache(const std::string& name) {
@@ -335,7 +440,16 @@ ComputePod::~ComputePod() {
 const net::SocketAddress& ComputePod::control_address() const { return impl_->control->address(); }
 
 Result<GuestRuntime> ComputePod::launch(const GuestSpec& guest, const MemoryPlacement& placement) {
-  return impl_->launch(guest, placement);
+  return impl_->launch(guest, placement, nullptr);
+}
+
+Result<GuestTransfer> ComputePod::send_guest(const std::string& name) { return impl_->send_guest(name); }
+Status ComputePod::finish_send(const std::string& name) { return impl_->finish_send(name); }
+Status ComputePod::cancel_send(const std::string& name) { return impl_->cancel_send(name); }
+
+Result<GuestRuntime> ComputePod::receive_guest(const GuestSpec& guest, const MemoryPlacement& placement,
+                                               const GuestTransfer& transfer) {
+  return impl_->launch(guest, placement, &transfer);
 }
 
 Status ComputePod::stop(const std::string& name) { return impl_->stop(name); }

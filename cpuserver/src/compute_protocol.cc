@@ -1,5 +1,6 @@
 #include <vmpod/cpuserver/compute_protocol.h>
 
+#include <algorithm>
 #include <deque>
 
 #include <vmpod/net/message.h>
@@ -49,6 +50,72 @@ Result<GuestSpec> guest_spec_from(const Vmpod__Pods__GuestSpec* message) {
     return fail(ErrorCode::kInvalidArgument, "a guest needs a kernel or a disk");
   }
   return spec;
+}
+
+PlacementMessage::PlacementMessage(const MemoryPlacement& placement)
+    : provider_(net::fabric_provider_name(placement.fabric.provider)) {
+  for (const auto& address : placement.memory_pods) pods_.push_back(address.to_string());
+  for (auto& pod : pods_) pod_pointers_.push_back(pod.data());
+  message.n_memory_pods = pod_pointers_.size();
+  message.memory_pods = pod_pointers_.data();
+  message.provider = provider_.data();
+  message.stripe_bytes = placement.stripe_bytes;
+  message.local_cache_bytes = placement.local_cache_bytes;
+}
+
+Result<MemoryPlacement> placement_from(const Vmpod__Pods__MemoryPlacement* message) {
+  if (message == nullptr || message->n_memory_pods == 0) {
+    return fail(ErrorCode::kInvalidArgument, "a guest needs at least one memory pod");
+  }
+  MemoryPlacement placement;
+  for (size_t i = 0; i < message->n_memory_pods; ++i) {
+    auto address = net::parse_socket_address(message->memory_pods[i]);
+    if (!address) return fail(address.error());
+    placement.memory_pods.push_back(*address);
+  }
+  auto provider = net::parse_fabric_provider(message->provider[0] ? message->provider : "tcp");
+  if (!provider) return fail(provider.error());
+  placement.fabric.provider = *provider;
+  if (message->stripe_bytes != 0) placement.stripe_bytes = message->stripe_bytes;
+  placement.local_cache_bytes = message->local_cache_bytes;
+  return placement;
+}
+
+TransferMessage::TransferMessage(const GuestTransfer& transfer) : transfer_(transfer) {
+  for (auto& region : transfer_.ram.regions) {
+    Vmpod__Pods__RegionRef ref = VMPOD__PODS__REGION_REF__INIT;
+    ref.region_id = region.id;
+    ref.token = {region.token.size(), region.token.data()};
+    refs_.push_back(ref);
+  }
+  for (auto& ref : refs_) ref_pointers_.push_back(&ref);
+  message.device_state = {transfer_.device_state.size(),
+                          reinterpret_cast<uint8_t*>(transfer_.device_state.data())};
+  message.ram_size = transfer_.ram.size;
+  message.running = transfer_.running;
+  message.n_regions = ref_pointers_.size();
+  message.regions = ref_pointers_.data();
+}
+
+Result<GuestTransfer> transfer_from(const Vmpod__Pods__GuestTransfer* message) {
+  if (message == nullptr || message->n_regions == 0 || message->device_state.len == 0) {
+    return fail(ErrorCode::kInvalidArgument, "a guest transfer needs a device state and regions");
+  }
+  GuestTransfer transfer;
+  transfer.device_state.assign(reinterpret_cast<const char*>(message->device_state.data), message->device_state.len);
+  transfer.ram.size = message->ram_size;
+  transfer.running = message->running;
+  for (size_t i = 0; i < message->n_regions; ++i) {
+    const Vmpod__Pods__RegionRef* ref = message->regions[i];
+    pods::RegionHandle region;
+    if (ref == nullptr || ref->token.len != region.token.size()) {
+      return fail(ErrorCode::kInvalidArgument, "a region in a guest transfer has no valid token");
+    }
+    region.id = ref->region_id;
+    std::copy(ref->token.data, ref->token.data + ref->token.len, region.token.begin());
+    transfer.ram.regions.push_back(region);
+  }
+  return transfer;
 }
 
 RuntimeMessage::RuntimeMessage(const GuestRuntime& runtime)

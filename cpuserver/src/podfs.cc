@@ -17,6 +17,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <vmpod/base/histogram.h>
@@ -126,6 +127,7 @@ struct Node {
 
 struct Podfs::Impl {
   PodfsConfig config;
+  std::atomic<bool> owns_regions{true};  // see disown_regions()
   StripeLayout layout;
   std::vector<std::unique_ptr<pods::MemoryPodClient>> pods;
   PodfsCache cache;
@@ -212,6 +214,7 @@ struct Podfs::Impl {
   }
 
   void delete_regions(const FileData& data) {
+    if (!owns_regions) return;
     for (size_t i = 0; i < data.regions.size(); ++i) {
       auto deleted = pods[i]->delete_region(data.regions[i]);
       if (!deleted) spdlog::warn("podfs: region {} not deleted: {}", data.regions[i].id, deleted.error().to_string());
@@ -986,5 +989,38 @@ std::optional<std::string> Podfs::failure() const {
   }
   return std::nullopt;
 }
+
+Result<FileRegions> Podfs::file_regions(const std::string& name) const {
+  std::lock_guard lock(impl_->mutex);
+  const Node* root = impl_->find(FUSE_ROOT_ID);
+  auto child = root->children.find(name);
+  const Node* node = child == root->children.end() ? nullptr : impl_->find(child->second);
+  if (node == nullptr || !node->data) return fail(ErrorCode::kNotFound, "podfs: no file named '" + name + "'");
+  return FileRegions{node->size, node->data->regions};
+}
+
+Status Podfs::adopt_file(const std::string& name, const FileRegions& file) {
+  if (file.regions.size() != impl_->pods.size()) {
+    return fail(ErrorCode::kInvalidArgument, fmt::format("podfs: {} regions for {} memory pods",
+                                                         file.regions.size(), impl_->pods.size()));
+  }
+  auto data = std::make_shared<FileData>();
+  data->regions = file.regions;
+  data->written.mark(0, file.size);
+  std::lock_guard lock(impl_->mutex);
+  Node* root = impl_->find(FUSE_ROOT_ID);
+  if (root->children.count(name)) return fail(ErrorCode::kAlreadyExists, "podfs: '" + name + "' exists");
+  fuse_ctx owner{};
+  owner.uid = ::geteuid();
+  owner.gid = ::getegid();
+  Node& node = impl_->add_node(FUSE_ROOT_ID, S_IFREG | 0600, &owner);
+  node.size = file.size;
+  node.data = std::move(data);
+  root->children.emplace(name, node.ino);
+  root->mtime = root->ctime = now();
+  return {};
+}
+
+void Podfs::disown_regions() { impl_->owns_regions = false; }
 
 }  // namespace vmpod::cpuserver

@@ -74,6 +74,7 @@ std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel
     machine += ",memory-backend=ram0";
   }
   args.insert(args.end(), {"-machine", machine});
+  if (config.incoming) args.insert(args.end(), {"-incoming", "defer", "-S"});
   args.insert(args.end(), {
       "-chardev", "socket,id=qmp,path=" + paths.qmp_socket + ",server=on,wait=off",
       "-mon", "chardev=qmp,mode=control",
@@ -176,6 +177,63 @@ Status QemuProcess::shutdown(std::chrono::milliseconds grace) {
   }
   if (wait_for_exit(grace)) return {};
   process_.stop(grace);
+  return {};
+}
+
+Status QemuProcess::ignore_shared_ram() {
+  auto set = monitor_->execute("migrate-set-capabilities",
+                               {{"capabilities", {{{"capability", "x-ignore-shared"}, {"state", true}}}}});
+  if (!set) return fail(set.error().context("x-ignore-shared"));
+  return {};
+}
+
+Status QemuProcess::wait_for_migration(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto state = monitor_->execute("query-migrate");
+    if (!state) return fail(state.error().context("query-migrate"));
+    const std::string status = state->value("status", "");
+    if (status == "completed") return {};
+    if (status == "failed" || status == "cancelled") {
+      return fail(ErrorCode::kInternal, "migration " + status + ": " + state->value("error-desc", "no reason given"));
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return fail(ErrorCode::kUnavailable, "migration still '" + status + "' after the timeout");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+Status QemuProcess::save_device_state(const std::string& path, std::chrono::milliseconds timeout) {
+  VMPOD_TRY_CTX(pause(), "save device state");
+  VMPOD_TRY_CTX(ignore_shared_ram(), "save device state");
+  auto started = monitor_->execute("migrate", {{"uri", "exec:cat > '" + path + "'"}});
+  if (!started) return fail(started.error().context("save device state"));
+  return wait_for_migration(timeout);
+}
+
+Status QemuProcess::load_device_state(const std::string& path, std::chrono::milliseconds timeout) {
+  VMPOD_TRY_CTX(ignore_shared_ram(), "load device state");
+  auto started = monitor_->execute("migrate-incoming", {{"uri", "exec:cat '" + path + "'"}});
+  if (!started) return fail(started.error().context("load device state"));
+  return wait_for_migration(timeout);
+}
+
+Status QemuProcess::pause() {
+  auto stopped = monitor_->execute("stop");
+  if (!stopped) return fail(stopped.error().context("stop"));
+  return {};
+}
+
+Result<bool> QemuProcess::vcpus_running() {
+  auto status = monitor_->execute("query-status");
+  if (!status) return fail(status.error().context("query-status"));
+  return status->value("running", false);
+}
+
+Status QemuProcess::resume() {
+  auto resumed = monitor_->execute("cont");
+  if (!resumed) return fail(resumed.error().context("cont"));
   return {};
 }
 

@@ -18,6 +18,10 @@ std::string_view message_type_name(uint16_t type) {
     case MessageType::kCpuStop: return "cpu-stop";
     case MessageType::kCpuDropCache: return "cpu-drop-cache";
     case MessageType::kCpuStats: return "cpu-stats";
+    case MessageType::kCpuSendGuest: return "cpu-send-guest";
+    case MessageType::kCpuFinishSend: return "cpu-finish-send";
+    case MessageType::kCpuCancelSend: return "cpu-cancel-send";
+    case MessageType::kCpuReceiveGuest: return "cpu-receive-guest";
     case MessageType::kVmmRegisterPod: return "vmm-register-pod";
     case MessageType::kVmmCreateVm: return "vmm-create-vm";
     case MessageType::kVmmStopVm: return "vmm-stop-vm";
@@ -26,6 +30,7 @@ std::string_view message_type_name(uint16_t type) {
     case MessageType::kVmmVmStats: return "vmm-vm-stats";
     case MessageType::kVmmDropCache: return "vmm-drop-cache";
     case MessageType::kVmmRestartVm: return "vmm-restart-vm";
+    case MessageType::kVmmMigrateVm: return "vmm-migrate-vm";
   }
   return "unknown";
 }

@@ -30,6 +30,10 @@ class FixedCommands final : public qapi::Commands {
     return fail(ErrorCode::kUnavailable, "compute pod unreachable");
   }
   Result<qapi::XVmpodCacheInfo> x_vmpod_query_cache() override { return qapi::XVmpodCacheInfo{}; }
+  Status x_vmpod_migrate(const qapi::XVmpodMigrateArguments& arguments) override {
+    if (arguments.to.empty()) return fail(ErrorCode::kNotFound, "no compute pod named ''");
+    return {};
+  }
   Result<qapi::XVmpodVmInfo> x_vmpod_query_vm() override {
     return qapi::XVmpodVmInfo{"vm0", qapi::XVmpodVmState::kRunning, std::nullopt, "cpu0", {"mem0"}, 1, "/q"};
   }

@@ -95,7 +95,7 @@ Test(bad_input, every_daemon_survives_malformed_control_frames, .timeout = 120, 
   std::string dir = testing::test_dir("bad-input");
   auto cluster = testing::start_cluster(dir, {});
   std::vector<net::SocketAddress> daemons = cluster->memory_pod_addresses();
-  daemons.push_back(cluster->compute_pod_address());
+  daemons.push_back(cluster->compute_pod_addresses().front());
   daemons.push_back(cluster->vmm_address());
 
   for (const auto& address : daemons) {
@@ -121,7 +121,7 @@ Test(bad_input, every_daemon_survives_malformed_control_frames, .timeout = 120, 
   cr_assert_eq(pods->size(), 3u);
   for (const auto& pod : *pods) cr_assert(pod.healthy, "%s: %s", pod.pod_id.c_str(), pod.reason.c_str());
 
-  auto compute = cpuserver::ComputePodClient::connect(cluster->compute_pod_address(), 2s);
+  auto compute = cpuserver::ComputePodClient::connect(cluster->compute_pod_addresses().front(), 2s);
   cr_assert(compute.has_value());
   auto status = (*compute)->status();
   cr_assert(status.has_value(), "compute pod: %s", status ? "" : status.error().to_string().c_str());

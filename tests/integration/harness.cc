@@ -45,6 +45,7 @@ vmm::LocalCluster* start_cluster(const std::string& dir, const GuestOptions& opt
   config.vmpod_binary = env("VMPOD_BINARY");
   config.dir = dir;
   config.memory_pods = options.memory_pods;
+  config.compute_pods = options.compute_pods;
   config.memory_pod_capacity = options.memory_bytes;
   config.provider = options.provider;
   auto cluster = vmm::LocalCluster::start(config);

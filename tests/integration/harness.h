@@ -22,6 +22,7 @@ struct GuestOptions {
   std::string name = "vm0";
   uint64_t memory_bytes = 256ull << 20;
   unsigned memory_pods = 2;
+  unsigned compute_pods = 1;
   uint64_t local_cache_bytes = 0;
   net::FabricProvider provider = net::FabricProvider::kTcp;
   std::string qmp_tcp;  // VmRequest::qmp_tcp

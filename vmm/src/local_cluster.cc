@@ -54,18 +54,22 @@ Result<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterConf
     cluster->memory_processes_.push_back(std::move(*process));
     cluster->memory_addresses_.push_back(address);
   }
-  cluster->compute_address_ = unix_socket(config.dir + "/cpu0.sock");
-  auto compute = cluster->start_pod("cpu0", {"cpuserver", "--id", "cpu0", "--listen",
-                                             cluster->compute_address_.to_string(), "--run-dir",
-                                             config.dir + "/cpu0"},
-                                    cluster->compute_address_);
-  if (!compute) return fail(compute.error());
-  cluster->compute_process_ = std::move(*compute);
+  for (unsigned i = 0; i < std::max(config.compute_pods, 1u); ++i) {
+    std::string id = "cpu" + std::to_string(i);
+    net::SocketAddress address = unix_socket(config.dir + "/" + id + ".sock");
+    auto process = cluster->start_pod(
+        id, {"cpuserver", "--id", id, "--listen", address.to_string(), "--run-dir", config.dir + "/" + id}, address);
+    if (!process) return fail(process.error());
+    cluster->compute_processes_.push_back(std::move(*process));
+    cluster->compute_addresses_.push_back(address);
+  }
 
   cluster->vmm_address_ = unix_socket(config.dir + "/vmm.sock");
-  std::vector<std::string> vmm_args = {"vmm", "--listen", cluster->vmm_address_.to_string(),
-                                       "--run-dir", config.dir + "/vmm",
-                                       "--compute-pod", cluster->compute_address_.to_string()};
+  std::vector<std::string> vmm_args = {"vmm", "--listen", cluster->vmm_address_.to_string(), "--run-dir",
+                                       config.dir + "/vmm"};
+  for (const auto& address : cluster->compute_addresses_) {
+    vmm_args.insert(vmm_args.end(), {"--compute-pod", address.to_string()});
+  }
   for (const auto& address : cluster->memory_addresses_) {
     vmm_args.insert(vmm_args.end(), {"--memory-pod", address.to_string()});
   }
@@ -79,7 +83,7 @@ LocalCluster::~LocalCluster() {
   // The vmm stops its VMs as it exits; the compute pod then unmounts podfs
   // and frees its regions while the memory pods are still up.
   vmm_process_.stop(kStopGrace);
-  compute_process_.stop(kStopGrace);
+  for (auto& process : compute_processes_) process.stop(kStopGrace);
   for (auto& process : memory_processes_) process.stop(kStopGrace);
 }
 

@@ -94,4 +94,10 @@ Result<qapi::XVmpodVmInfo> VmCommands::x_vmpod_query_vm() {
                             vm->qmp_endpoint};
 }
 
+Status VmCommands::x_vmpod_migrate(const qapi::XVmpodMigrateArguments& arguments) {
+  auto migrated = vmm_.migrate_vm(vm_, arguments.to);
+  if (!migrated) return fail(migrated.error());
+  return {};
+}
+
 }  // namespace vmpod::vmm

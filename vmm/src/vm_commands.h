@@ -19,6 +19,7 @@ class VmCommands final : public qapi::Commands {
   Result<std::vector<qapi::XVmpodMemoryTierInfo>> x_vmpod_query_memory() override;
   Result<qapi::XVmpodCacheInfo> x_vmpod_query_cache() override;
   Result<qapi::XVmpodVmInfo> x_vmpod_query_vm() override;
+  Status x_vmpod_migrate(const qapi::XVmpodMigrateArguments& arguments) override;
 
  private:
   Vmm& vmm_;

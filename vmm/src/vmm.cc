@@ -349,6 +349,77 @@ struct Vmm::Impl {
     return launch(name, *endpoint, how);
   }
 
+  Result<VmRecord> migrate_vm(const std::string& name, const std::string& to) {
+    Launch how;
+    VmEndpoint* endpoint = nullptr;
+    std::shared_ptr<Pod> destination;
+    {
+      std::lock_guard lock(mutex);
+      auto it = launches.find(name);
+      if (it == launches.end()) return fail(ErrorCode::kNotFound, "no vm named '" + name + "'");
+      how = it->second;
+      endpoint = endpoints.at(name).get();
+      auto pod = pods.find(to);
+      if (pod == pods.end() || pod->second->record.kind != PodKind::kCompute) {
+        return fail(ErrorCode::kNotFound, "no compute pod named '" + to + "'");
+      }
+      destination = pod->second;
+      if (!destination->record.healthy) {
+        return fail(ErrorCode::kUnavailable, "compute pod " + to + " is not healthy: " + destination->record.reason);
+      }
+    }
+    if (destination == how.compute) return fail(ErrorCode::kInvalidArgument, "vm " + name + " already runs on " + to);
+    auto current = vm(name);
+    if (!current) return fail(current.error());
+    const VmState resume_as = current->state;
+    VMPOD_TRY_CTX(check_transition(resume_as, VmState::kMigrating), "migrate " + name);
+    move(name, VmState::kMigrating, "to " + to);
+    const std::string source_id = how.compute->record.pod_id;
+
+    auto transfer = [&]() -> Result<cpuserver::GuestTransfer> {
+      std::lock_guard call(how.compute->call_mutex);
+      if (!how.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
+      return how.compute->compute->send_guest(name);
+    }();
+    if (!transfer) {
+      move(name, resume_as, "migration to " + to + " failed: " + transfer.error().message());
+      return fail(transfer.error().context("migrate " + name + " from " + source_id));
+    }
+    auto runtime = [&]() -> Result<cpuserver::GuestRuntime> {
+      std::lock_guard call(destination->call_mutex);
+      if (!destination->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
+      return destination->compute->receive_guest(how.guest, how.placement, *transfer);
+    }();
+    if (!runtime) {
+      // The guest goes on where it was.
+      Status resumed = [&]() -> Status {
+        std::lock_guard call(how.compute->call_mutex);
+        if (!how.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
+        return how.compute->compute->cancel_send(name);
+      }();
+      if (!resumed) spdlog::error("vm {}: resuming on {}: {}", name, source_id, resumed.error().to_string());
+      move(name, resume_as, "migration to " + to + " failed: " + runtime.error().message());
+      return fail(runtime.error().context("migrate " + name + " to " + to));
+    }
+    {
+      // From here the destination is the VM's: the source's end of it is
+      // not the VM's end.
+      std::lock_guard lock(mutex);
+      vms[name].compute_pod = to;
+      vms[name].runtime = *runtime;
+      launches[name].compute = destination;
+    }
+    endpoint->attach(*runtime, to);
+    Status finished = [&]() -> Status {
+      std::lock_guard call(how.compute->call_mutex);
+      if (!how.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
+      return how.compute->compute->finish_send(name);
+    }();
+    if (!finished) spdlog::error("vm {}: ending its QEMU on {}: {}", name, source_id, finished.error().to_string());
+    move(name, resume_as, "migrated from " + source_id);
+    return vm(name);
+  }
+
   Result<VmRecord> vm(const std::string& name) const {
     std::lock_guard lock(mutex);
     auto it = vms.find(name);
@@ -507,6 +578,14 @@ struct Vmm::Impl {
         if (!restarted) return fail(restarted.error());
         return pack_vm_list({*restarted});
       }
+      case MessageType::kVmmMigrateVm: {
+        auto request = net::unpack<Vmpod__Pods__MigrateVmRequest>(vmpod__pods__migrate_vm_request__descriptor,
+                                                                   frame.body);
+        if (!request) return fail(request.error());
+        auto migrated = migrate_vm((*request)->name, (*request)->to);
+        if (!migrated) return fail(migrated.error());
+        return pack_vm_list({*migrated});
+      }
       case MessageType::kVmmDropCache: {
         auto parsed = named(frame, name);
         if (!parsed) return parsed;
@@ -562,6 +641,9 @@ std::vector<PodRecord> Vmm::pods() const { return impl_->pod_records(); }
 Result<VmRecord> Vmm::create_vm(const VmRequest& request) { return impl_->create_vm(request); }
 Status Vmm::stop_vm(const std::string& name) { return impl_->stop_vm(name); }
 Result<VmRecord> Vmm::restart_vm(const std::string& name) { return impl_->restart_vm(name); }
+Result<VmRecord> Vmm::migrate_vm(const std::string& name, const std::string& to_compute_pod) {
+  return impl_->migrate_vm(name, to_compute_pod);
+}
 Result<VmRecord> Vmm::vm(const std::string& name) const { return impl_->vm(name); }
 std::vector<VmRecord> Vmm::vms() const { return impl_->all_vms(); }
 

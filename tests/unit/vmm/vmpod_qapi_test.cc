@@ -35,6 +35,11 @@ class FixedCommands final : public qapi::Commands {
     return qapi::XVmpodVmInfo{"vm0", qapi::XVmpodVmState::kPaused, std::nullopt, "cpu0", {"mem0", "mem1"}, 42,
                               "/run/vm0.qmp"};
   }
+  Status x_vmpod_migrate(const qapi::XVmpodMigrateArguments& arguments) override {
+    migrated_to = arguments.to;
+    return {};
+  }
+  std::string migrated_to;
   int calls = 0;
 };
 
@@ -74,7 +79,7 @@ Test(vmpod_qapi, introspection_names_every_type_it_uses) {
 Test(vmpod_qapi, commands_behind_an_undefined_condition_do_not_exist) {
   cr_expect(qapi::is_command("x-vmpod-query-pods"));
   cr_expect(!qapi::is_command("x-vmpod-snapshot"), "CONFIG_VMPOD_SNAPSHOT is not defined in this build");
-  cr_expect(!qapi::is_command("x-vmpod-migrate"));
+  cr_expect(qapi::is_command("x-vmpod-migrate"), "CONFIG_VMPOD_MIGRATION is");
   cr_expect(!qapi::is_command("query-status"), "QEMU's commands are not ours");
   for (const json& info : qapi::introspection()) {
     cr_expect_neq(info["name"], "XVmpodSnapshotInfo");
@@ -109,6 +114,17 @@ Test(vmpod_qapi, bad_arguments_never_reach_the_handler) {
   cr_expect_eq(reply.error().error_class, qmp::ErrorClass::kGenericError);
   cr_expect_str_eq(reply.error().desc.c_str(), "Parameter 'vm' is unexpected");
   cr_expect_eq(commands.calls, 0);
+}
+
+Test(vmpod_qapi, arguments_reach_the_handler_typed) {
+  FixedCommands commands;
+  qmp::Reply missing = qapi::dispatch(commands, request("x-vmpod-migrate"));
+  cr_assert(!missing.has_value());
+  cr_expect_str_eq(missing.error().desc.c_str(), "Parameter 'to' is missing");
+  qmp::Reply done = qapi::dispatch(commands, request("x-vmpod-migrate", {{"to", "cpu1"}}));
+  cr_assert(done.has_value());
+  cr_expect_eq(*done, json::object());
+  cr_expect_eq(commands.migrated_to, "cpu1");
 }
 
 Test(vmpod_qapi, handler_errors_become_generic_errors) {

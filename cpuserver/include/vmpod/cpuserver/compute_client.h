@@ -28,6 +28,12 @@ class ComputePodClient {
   Status drop_cache(const std::string& name);
   Result<ComputePodStatus> status();
   Result<GuestStats> stats(const std::string& name);
+  // ComputePod's send_guest, finish_send, cancel_send, receive_guest.
+  Result<GuestTransfer> send_guest(const std::string& name);
+  Status finish_send(const std::string& name);
+  Status cancel_send(const std::string& name);
+  Result<GuestRuntime> receive_guest(const GuestSpec& guest, const MemoryPlacement& placement,
+                                     const GuestTransfer& transfer);
   bool connected() const { return rpc_->connected(); }
 
  private:

@@ -43,6 +43,13 @@ struct GuestRuntime {
   std::string ram_file;
 };
 
+// A guest on its way from one compute pod to another.
+struct GuestTransfer {
+  std::string device_state;  // QEMU's, without the RAM
+  FileRegions ram;           // the regions the RAM is on
+  bool running = true;       // its vCPUs ran when it was sent, and run again after
+};
+
 struct GuestStats {
   PodfsStats podfs;
   std::vector<pods::MemoryPodStats> memory_pods;
@@ -61,6 +68,19 @@ class ComputePod {
   Result<GuestRuntime> guest(const std::string& name) const;
   std::vector<GuestRuntime> guests() const;
   Result<GuestStats> stats(const std::string& name) const;
+
+  // Moving a guest to another compute pod without copying its RAM.
+  // send_guest pauses it, writes its RAM back to the memory pods and saves
+  // its device state; it then waits, paused, for finish_send (its QEMU
+  // quits and its regions stay for the destination) or cancel_send (it runs
+  // on here). receive_guest starts it on the destination from the
+  // transfer: on the same regions, its devices as they were, running. A
+  // receive that fails leaves the regions as they were.
+  Result<GuestTransfer> send_guest(const std::string& name);
+  Status finish_send(const std::string& name);
+  Status cancel_send(const std::string& name);
+  Result<GuestRuntime> receive_guest(const GuestSpec& guest, const MemoryPlacement& placement,
+                                     const GuestTransfer& transfer);
 
  private:
   struct Impl;

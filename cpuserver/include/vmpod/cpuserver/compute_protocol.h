@@ -26,6 +26,36 @@ struct GuestSpecMessage {
 
 Result<GuestSpec> guest_spec_from(const Vmpod__Pods__GuestSpec* message);
 
+// Holds what a packed MemoryPlacement message points into.
+struct PlacementMessage {
+  explicit PlacementMessage(const MemoryPlacement& placement);
+  PlacementMessage(const PlacementMessage&) = delete;  // the message points into this
+  PlacementMessage& operator=(const PlacementMessage&) = delete;
+  Vmpod__Pods__MemoryPlacement message = VMPOD__PODS__MEMORY_PLACEMENT__INIT;
+
+ private:
+  std::vector<std::string> pods_;
+  std::vector<char*> pod_pointers_;
+  std::string provider_;
+};
+
+Result<MemoryPlacement> placement_from(const Vmpod__Pods__MemoryPlacement* message);
+
+// Holds what a packed GuestTransfer message points into.
+struct TransferMessage {
+  explicit TransferMessage(const GuestTransfer& transfer);
+  TransferMessage(const TransferMessage&) = delete;  // the message points into this
+  TransferMessage& operator=(const TransferMessage&) = delete;
+  Vmpod__Pods__GuestTransfer message = VMPOD__PODS__GUEST_TRANSFER__INIT;
+
+ private:
+  GuestTransfer transfer_;
+  std::vector<Vmpod__Pods__RegionRef> refs_;
+  std::vector<Vmpod__Pods__RegionRef*> ref_pointers_;
+};
+
+Result<GuestTransfer> transfer_from(const Vmpod__Pods__GuestTransfer* message);
+
 // Holds the strings a VmRuntime message points into.
 struct RuntimeMessage {
   explicit RuntimeMessage(const GuestRuntime& runtime);

@@ -34,6 +34,13 @@ struct PodfsConfig {
   bool null_store = false;
 };
 
+// A file's regions, one per memory pod in the podfs's order, and its size:
+// what a compute pod hands over when a guest moves to another one.
+struct FileRegions {
+  uint64_t size = 0;
+  std::vector<pods::RegionHandle> regions;
+};
+
 struct PodfsStats {
   uint64_t files = 0;
   uint64_t reads = 0;           // READ requests served (page-ins)
@@ -68,6 +75,16 @@ class Podfs {
   Result<std::vector<pods::MemoryPodStats>> memory_pod_stats() const;
   // Set once a memory pod is lost: the reason, for the vmm to report.
   std::optional<std::string> failure() const;
+
+  // The regions behind the file `name` in the root directory.
+  Result<FileRegions> file_regions(const std::string& name) const;
+  // Creates the file `name` in the root directory on regions that already
+  // exist, laid out by the same memory pods and stripe (a guest moving in).
+  // Any page of it may hold data, so every READ goes to the memory pods.
+  Status adopt_file(const std::string& name, const FileRegions& file);
+  // From now on no file's regions are deleted, by unlink or unmount:
+  // another podfs has taken them over.
+  void disown_regions();
 
  private:
   struct Impl;

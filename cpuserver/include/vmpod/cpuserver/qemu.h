@@ -46,6 +46,9 @@ struct QemuConfig {
   std::string qemu_binary = "qemu-system-x86_64";
   std::string mem_path;  // the RAM file; empty for QEMU's own anonymous RAM
   std::string run_dir;   // sockets and logs of this guest
+  // Start with the vCPUs stopped, waiting for a device state
+  // (-incoming defer -S): a guest moving in from another QEMU.
+  bool incoming = false;
 };
 
 // Where a guest's sockets and logs live, derived from its run_dir.
@@ -81,9 +84,23 @@ class QemuProcess {
   // QMP quit, then SIGTERM, then SIGKILL, each after `grace`.
   Status shutdown(std::chrono::milliseconds grace);
 
+  // Stops the vCPUs and writes the device state to `path`, without the
+  // RAM: it is shared with the memory pods (x-ignore-shared), so the state
+  // is about the same size whatever the guest's RAM.
+  Status save_device_state(const std::string& path, std::chrono::milliseconds timeout);
+  // For a QEMU started `incoming`: reads the device state from `path`. The
+  // vCPUs stay stopped until resume().
+  Status load_device_state(const std::string& path, std::chrono::milliseconds timeout);
+  Status pause();
+  Status resume();
+  // Whether the vCPUs run (QMP query-status).
+  Result<bool> vcpus_running();
+
  private:
   QemuProcess() = default;
   bool wait_for_exit(std::chrono::milliseconds timeout);
+  Status ignore_shared_ram();
+  Status wait_for_migration(std::chrono::milliseconds timeout);
 
   Subprocess process_;
   Accel accel_ = Accel::kTcg;

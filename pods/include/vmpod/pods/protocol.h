@@ -21,6 +21,10 @@ enum class MessageType : uint16_t {
   kCpuStop = 0x0203,
   kCpuDropCache = 0x0204,
   kCpuStats = 0x0205,
+  kCpuSendGuest = 0x0206,
+  kCpuFinishSend = 0x0207,
+  kCpuCancelSend = 0x0208,
+  kCpuReceiveGuest = 0x0209,
   // vmm
   kVmmRegisterPod = 0x0301,
   kVmmCreateVm = 0x0302,
@@ -30,6 +34,7 @@ enum class MessageType : uint16_t {
   kVmmVmStats = 0x0306,
   kVmmDropCache = 0x0307,
   kVmmRestartVm = 0x0308,
+  kVmmMigrateVm = 0x0309,
 };
 
 constexpr uint16_t wire(MessageType type) { return static_cast<uint16_t>(type); }

@@ -19,6 +19,7 @@ struct LocalClusterConfig {
   std::string vmpod_binary;  // the vmpod executable to run each pod with
   std::string dir;           // sockets, logs and guest run directories
   unsigned memory_pods = 2;
+  unsigned compute_pods = 1;  // cpu0, cpu1, ...
   uint64_t memory_pod_capacity = 1ull << 30;
   net::FabricProvider provider = net::FabricProvider::kTcp;
   bool verbose = false;
@@ -34,9 +35,10 @@ class LocalCluster {
 
   const net::SocketAddress& vmm_address() const { return vmm_address_; }
   const std::vector<net::SocketAddress>& memory_pod_addresses() const { return memory_addresses_; }
-  const net::SocketAddress& compute_pod_address() const { return compute_address_; }
+  const std::vector<net::SocketAddress>& compute_pod_addresses() const { return compute_addresses_; }
   // The memory pods' processes, for tests that make one fail.
   Subprocess& memory_pod_process(size_t index) { return memory_processes_.at(index); }
+  Subprocess& compute_pod_process(size_t index) { return compute_processes_.at(index); }
   // The vmm's process id, for tests that watch its memory.
   pid_t vmm_pid() const { return vmm_process_.pid(); }
   std::string log_path(const std::string& pod) const { return config_.dir + "/" + pod + ".log"; }
@@ -48,10 +50,10 @@ class LocalCluster {
 
   LocalClusterConfig config_;
   std::vector<Subprocess> memory_processes_;
-  Subprocess compute_process_;
+  std::vector<Subprocess> compute_processes_;
   Subprocess vmm_process_;
   std::vector<net::SocketAddress> memory_addresses_;
-  net::SocketAddress compute_address_;
+  std::vector<net::SocketAddress> compute_addresses_;
   net::SocketAddress vmm_address_;
 };
 

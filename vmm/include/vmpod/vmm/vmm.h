@@ -80,6 +80,11 @@ class Vmm {
   // A fresh QEMU for the VM on the same pods; its QMP endpoint stays and
   // its clients see X_VMPOD_BACKEND_CHANGED.
   Result<VmRecord> restart_vm(const std::string& name);
+  // Moves a running or paused VM to another compute pod without copying
+  // its RAM: its QEMU's device state moves, its regions stay. The QMP
+  // endpoint stays; its clients see X_VMPOD_BACKEND_CHANGED. If any step
+  // fails, the VM goes on where it was.
+  Result<VmRecord> migrate_vm(const std::string& name, const std::string& to_compute_pod);
   Status drop_cache(const std::string& name);
   Result<VmRecord> vm(const std::string& name) const;
   std::vector<VmRecord> vms() const;
@@ -105,6 +110,7 @@ class VmmClient {
   Result<VmRecord> create_vm(const VmRequest& request);
   Status stop_vm(const std::string& name);
   Result<VmRecord> restart_vm(const std::string& name);
+  Result<VmRecord> migrate_vm(const std::string& name, const std::string& to_compute_pod);
   Status drop_cache(const std::string& name);
   Result<std::vector<VmRecord>> vms();
   Result<VmRecord> vm(const std::string& name);
