@@ -53,8 +53,8 @@ Test(migrate, a_running_workload_moves_twice_without_copying_ram, .timeout = 300
   const std::string first = guest->vm.compute_pod;
   auto client = connect_endpoint(guest->vm.qmp_endpoint);
 
-  // Four rounds of write-then-verify over 64 MiB; the first waits for /tmp/go.
-  testing::guest_run(*guest, "vmpod-memcheck --size-mib 64 --seed 11 --rounds 4 --wait-file /tmp/go "
+  // Eight rounds of write-then-verify over 64 MiB; the first waits for /tmp/go.
+  testing::guest_run(*guest, "vmpod-memcheck --size-mib 64 --seed 11 --rounds 8 --wait-file /tmp/go "
                              ">/tmp/memcheck.out 2>&1 &");
   testing::guest_wait_for(*guest, "/tmp/memcheck.out", "MEMCHECK written", 120s);
 
@@ -72,9 +72,9 @@ Test(migrate, a_running_workload_moves_twice_without_copying_ram, .timeout = 300
   vmm::VmRecord back = migrate(*guest, first);
   testing::wait_event(*client, "X_VMPOD_BACKEND_CHANGED", 30s);
 
-  std::string out = testing::guest_wait_for(*guest, "/tmp/memcheck.out", "MEMCHECK done rounds=4", 240s);
+  std::string out = testing::guest_wait_for(*guest, "/tmp/memcheck.out", "MEMCHECK done rounds=8", 240s);
   cr_expect(out.find("FAILED") == std::string::npos, "%s", out.c_str());
-  for (int round = 1; round <= 4; ++round) {
+  for (int round = 1; round <= 8; ++round) {
     std::string verified = "MEMCHECK verified ok checksum=";
     cr_expect(out.find(verified) != std::string::npos && out.find("round=" + std::to_string(round)) != std::string::npos,
               "round %d: %s", round, out.c_str());
