@@ -151,7 +151,9 @@ void add_vm_verbs(CLI::App& app, Outcome& outcome) {
     if (!client) return void(outcome.code = report(client.error()));
     auto migrated = (*client)->migrate_vm(migrate_flags->vm, migrate_flags->command);
     if (!migrated) return void(outcome.code = report(migrated.error()));
-    std::printf("%s runs on %s\n", migrated->name.c_str(), migrated->compute_pod.c_str());
+    std::printf("%s runs on %s (downtime %.1f ms, total %.1f ms)\n", migrated->vm.name.c_str(),
+                migrated->vm.compute_pod.c_str(), static_cast<double>(migrated->downtime.count()) / 1000.0,
+                static_cast<double>(migrated->total.count()) / 1000.0);
   });
 
   auto exec_flags = std::make_shared<VmFlags>();

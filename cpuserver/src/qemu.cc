@@ -180,20 +180,22 @@ Status QemuProcess::shutdown(std::chrono::milliseconds grace) {
   return {};
 }
 
-Status QemuProcess::ignore_shared_ram() {
+Status QemuProcess::ignore_shared_ram(bool ram_shared) {
   auto set = monitor_->execute("migrate-set-capabilities",
-                               {{"capabilities", {{{"capability", "x-ignore-shared"}, {"state", true}}}}});
+                               {{"capabilities", {{{"capability", "x-ignore-shared"}, {"state", ram_shared}}}}});
   if (!set) return fail(set.error().context("x-ignore-shared"));
   return {};
 }
 
-Status QemuProcess::wait_for_migration(std::chrono::milliseconds timeout) {
+Result<QemuProcess::MigrationTimes> QemuProcess::wait_for_migration(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     auto state = monitor_->execute("query-migrate");
     if (!state) return fail(state.error().context("query-migrate"));
     const std::string status = state->value("status", "");
-    if (status == "completed") return {};
+    if (status == "completed") {
+      return MigrationTimes{state->value("total-time", 0.0), state->value("downtime", 0.0)};
+    }
     if (status == "failed" || status == "cancelled") {
       return fail(ErrorCode::kInternal, "migration " + status + ": " + state->value("error-desc", "no reason given"));
     }
@@ -204,19 +206,36 @@ Status QemuProcess::wait_for_migration(std::chrono::milliseconds timeout) {
   }
 }
 
+Status QemuProcess::migrate_out(const std::string& uri, bool ram_shared) {
+  VMPOD_TRY_CTX(ignore_shared_ram(ram_shared), "migrate");
+  // QEMU's default cap of 128 MiB/s would measure the cap, not QEMU.
+  auto raised = monitor_->execute("migrate-set-parameters", {{"max-bandwidth", int64_t{1} << 40}});
+  if (!raised) return fail(raised.error().context("migrate-set-parameters"));
+  auto started = monitor_->execute("migrate", {{"uri", uri}});
+  if (!started) return fail(started.error().context("migrate"));
+  return {};
+}
+
+Status QemuProcess::migrate_in(const std::string& uri, bool ram_shared) {
+  VMPOD_TRY_CTX(ignore_shared_ram(ram_shared), "migrate-incoming");
+  auto started = monitor_->execute("migrate-incoming", {{"uri", uri}});
+  if (!started) return fail(started.error().context("migrate-incoming"));
+  return {};
+}
+
 Status QemuProcess::save_device_state(const std::string& path, std::chrono::milliseconds timeout) {
   VMPOD_TRY_CTX(pause(), "save device state");
-  VMPOD_TRY_CTX(ignore_shared_ram(), "save device state");
-  auto started = monitor_->execute("migrate", {{"uri", "exec:cat > '" + path + "'"}});
-  if (!started) return fail(started.error().context("save device state"));
-  return wait_for_migration(timeout);
+  VMPOD_TRY_CTX(migrate_out("exec:cat > '" + path + "'", /*ram_shared=*/true), "save device state");
+  auto done = wait_for_migration(timeout);
+  if (!done) return fail(done.error().context("save device state"));
+  return {};
 }
 
 Status QemuProcess::load_device_state(const std::string& path, std::chrono::milliseconds timeout) {
-  VMPOD_TRY_CTX(ignore_shared_ram(), "load device state");
-  auto started = monitor_->execute("migrate-incoming", {{"uri", "exec:cat '" + path + "'"}});
-  if (!started) return fail(started.error().context("load device state"));
-  return wait_for_migration(timeout);
+  VMPOD_TRY_CTX(migrate_in("exec:cat '" + path + "'", /*ram_shared=*/true), "load device state");
+  auto done = wait_for_migration(timeout);
+  if (!done) return fail(done.error().context("load device state"));
+  return {};
 }
 
 Status QemuProcess::pause() {

@@ -37,10 +37,11 @@ void follow_agent(testing::BootedGuest& guest, const vmm::VmRecord& vm) {
 vmm::VmRecord migrate(testing::BootedGuest& guest, const std::string& to) {
   auto moved = guest.vmm->migrate_vm("vm0", to);
   cr_assert(moved.has_value(), "migrate to %s: %s", to.c_str(), moved ? "" : moved.error().to_string().c_str());
-  cr_assert_eq(moved->compute_pod, to);
-  cr_assert_eq(moved->state, vmm::VmState::kRunning);
-  follow_agent(guest, *moved);
-  return *moved;
+  cr_assert_eq(moved->vm.compute_pod, to);
+  cr_assert_eq(moved->vm.state, vmm::VmState::kRunning);
+  cr_expect(moved->downtime.count() > 0 && moved->downtime <= moved->total);
+  follow_agent(guest, moved->vm);
+  return moved->vm;
 }
 
 }  // namespace

@@ -349,7 +349,8 @@ struct Vmm::Impl {
     return launch(name, *endpoint, how);
   }
 
-  Result<VmRecord> migrate_vm(const std::string& name, const std::string& to) {
+  Result<MigrationReport> migrate_vm(const std::string& name, const std::string& to) {
+    const auto started = std::chrono::steady_clock::now();
     Launch how;
     VmEndpoint* endpoint = nullptr;
     std::shared_ptr<Pod> destination;
@@ -376,6 +377,7 @@ struct Vmm::Impl {
     move(name, VmState::kMigrating, "to " + to);
     const std::string source_id = how.compute->record.pod_id;
 
+    const auto paused = std::chrono::steady_clock::now();
     auto transfer = [&]() -> Result<cpuserver::GuestTransfer> {
       std::lock_guard call(how.compute->call_mutex);
       if (!how.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
@@ -401,6 +403,7 @@ struct Vmm::Impl {
       move(name, resume_as, "migration to " + to + " failed: " + runtime.error().message());
       return fail(runtime.error().context("migrate " + name + " to " + to));
     }
+    const auto resumed = std::chrono::steady_clock::now();
     {
       // From here the destination is the VM's: the source's end of it is
       // not the VM's end.
@@ -417,7 +420,14 @@ struct Vmm::Impl {
     }();
     if (!finished) spdlog::error("vm {}: ending its QEMU on {}: {}", name, source_id, finished.error().to_string());
     move(name, resume_as, "migrated from " + source_id);
-    return vm(name);
+    auto moved = vm(name);
+    if (!moved) return fail(moved.error());
+    MigrationReport report{*moved, std::chrono::duration_cast<std::chrono::microseconds>(resumed - paused),
+                           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                                 started)};
+    spdlog::info("vm {}: moved from {} to {}: downtime {} ms, total {} ms", name, source_id, to,
+                 report.downtime.count() / 1000, report.total.count() / 1000);
+    return report;
   }
 
   Result<VmRecord> vm(const std::string& name) const {
@@ -584,7 +594,7 @@ struct Vmm::Impl {
         if (!request) return fail(request.error());
         auto migrated = migrate_vm((*request)->name, (*request)->to);
         if (!migrated) return fail(migrated.error());
-        return pack_vm_list({*migrated});
+        return pack_migration(*migrated);
       }
       case MessageType::kVmmDropCache: {
         auto parsed = named(frame, name);
@@ -641,7 +651,7 @@ std::vector<PodRecord> Vmm::pods() const { return impl_->pod_records(); }
 Result<VmRecord> Vmm::create_vm(const VmRequest& request) { return impl_->create_vm(request); }
 Status Vmm::stop_vm(const std::string& name) { return impl_->stop_vm(name); }
 Result<VmRecord> Vmm::restart_vm(const std::string& name) { return impl_->restart_vm(name); }
-Result<VmRecord> Vmm::migrate_vm(const std::string& name, const std::string& to_compute_pod) {
+Result<MigrationReport> Vmm::migrate_vm(const std::string& name, const std::string& to_compute_pod) {
   return impl_->migrate_vm(name, to_compute_pod);
 }
 Result<VmRecord> Vmm::vm(const std::string& name) const { return impl_->vm(name); }

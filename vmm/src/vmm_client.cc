@@ -88,13 +88,13 @@ Result<VmRecord> VmmClient::restart_vm(const std::string& name) {
   return only(vm_list_from(*reply));
 }
 
-Result<VmRecord> VmmClient::migrate_vm(const std::string& name, const std::string& to_compute_pod) {
+Result<MigrationReport> VmmClient::migrate_vm(const std::string& name, const std::string& to_compute_pod) {
   Vmpod__Pods__MigrateVmRequest request = VMPOD__PODS__MIGRATE_VM_REQUEST__INIT;
   request.name = const_cast<char*>(name.c_str());
   request.to = const_cast<char*>(to_compute_pod.c_str());
   auto reply = call(*rpc_, MessageType::kVmmMigrateVm, net::pack_message(request.base));
   if (!reply) return fail(reply.error());
-  return only(vm_list_from(*reply));
+  return migration_from(*reply);
 }
 
 Status VmmClient::drop_cache(const std::string& name) {

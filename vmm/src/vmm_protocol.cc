@@ -140,4 +140,27 @@ Result<std::vector<VmRecord>> vm_list_from(std::string_view body) {
   return out;
 }
 
+std::string pack_migration(const MigrationReport& report) {
+  VmInfoMessage vm(report.vm);
+  Vmpod__Pods__MigrateVmReply reply = VMPOD__PODS__MIGRATE_VM_REPLY__INIT;
+  reply.vm = &vm.message;
+  reply.downtime_us = static_cast<uint64_t>(report.downtime.count());
+  reply.total_us = static_cast<uint64_t>(report.total.count());
+  return net::pack_message(reply.base);
+}
+
+Result<MigrationReport> migration_from(std::string_view body) {
+  auto reply = net::unpack<Vmpod__Pods__MigrateVmReply>(vmpod__pods__migrate_vm_reply__descriptor, body);
+  if (!reply) return fail(reply.error());
+  if ((*reply)->vm == nullptr) return fail(ErrorCode::kInvalidArgument, "a migration reply without its vm");
+  Vmpod__Pods__VmInfo* info = (*reply)->vm;
+  Vmpod__Pods__VmList list = VMPOD__PODS__VM_LIST__INIT;
+  list.n_vms = 1;
+  list.vms = &info;
+  auto vms = vm_list_from(net::pack_message(list.base));
+  if (!vms) return fail(vms.error());
+  return MigrationReport{vms->front(), std::chrono::microseconds((*reply)->downtime_us),
+                         std::chrono::microseconds((*reply)->total_us)};
+}
+
 }  // namespace vmpod::vmm

@@ -31,6 +31,8 @@ std::string pack_create_vm(const VmRequest& request);
 Result<VmRequest> create_vm_from(std::string_view body);
 
 std::string pack_vm_list(const std::vector<VmRecord>& vms);
+std::string pack_migration(const MigrationReport& report);
+Result<MigrationReport> migration_from(std::string_view body);
 Result<std::vector<VmRecord>> vm_list_from(std::string_view body);
 
 }  // namespace vmpod::vmm

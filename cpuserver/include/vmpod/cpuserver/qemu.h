@@ -96,11 +96,22 @@ class QemuProcess {
   // Whether the vCPUs run (QMP query-status).
   Result<bool> vcpus_running();
 
+  // QEMU's own migration, for comparisons: migrate_out sends the guest to
+  // `uri` (RAM included unless ram_shared), with the bandwidth cap lifted;
+  // migrate_in starts taking one from `uri` on a QEMU started `incoming`.
+  // wait_for_migration reports QEMU's total time and downtime.
+  struct MigrationTimes {
+    double total_ms = 0;
+    double downtime_ms = 0;
+  };
+  Status migrate_out(const std::string& uri, bool ram_shared);
+  Status migrate_in(const std::string& uri, bool ram_shared);
+  Result<MigrationTimes> wait_for_migration(std::chrono::milliseconds timeout);
+
  private:
   QemuProcess() = default;
   bool wait_for_exit(std::chrono::milliseconds timeout);
-  Status ignore_shared_ram();
-  Status wait_for_migration(std::chrono::milliseconds timeout);
+  Status ignore_shared_ram(bool ram_shared);
 
   Subprocess process_;
   Accel accel_ = Accel::kTcg;

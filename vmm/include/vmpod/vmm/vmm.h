@@ -52,6 +52,15 @@ struct VmRecord {
   std::string qmp_tcp_endpoint;  // "tcp:HOST:PORT" when asked for, else empty
 };
 
+// How a migration went: the VM where it is now, and the time its vCPUs did
+// not run (from the source's pause to the destination's resume) within the
+// whole move.
+struct MigrationReport {
+  VmRecord vm;
+  std::chrono::microseconds downtime{0};
+  std::chrono::microseconds total{0};
+};
+
 struct VmEvent {
   std::string vm;
   VmState from;
@@ -84,7 +93,7 @@ class Vmm {
   // its RAM: its QEMU's device state moves, its regions stay. The QMP
   // endpoint stays; its clients see X_VMPOD_BACKEND_CHANGED. If any step
   // fails, the VM goes on where it was.
-  Result<VmRecord> migrate_vm(const std::string& name, const std::string& to_compute_pod);
+  Result<MigrationReport> migrate_vm(const std::string& name, const std::string& to_compute_pod);
   Status drop_cache(const std::string& name);
   Result<VmRecord> vm(const std::string& name) const;
   std::vector<VmRecord> vms() const;
@@ -110,7 +119,7 @@ class VmmClient {
   Result<VmRecord> create_vm(const VmRequest& request);
   Status stop_vm(const std::string& name);
   Result<VmRecord> restart_vm(const std::string& name);
-  Result<VmRecord> migrate_vm(const std::string& name, const std::string& to_compute_pod);
+  Result<MigrationReport> migrate_vm(const std::string& name, const std::string& to_compute_pod);
   Status drop_cache(const std::string& name);
   Result<std::vector<VmRecord>> vms();
   Result<VmRecord> vm(const std::string& name);
