@@ -1,6 +1,8 @@
 #include <vmpod/cpuserver/compute_pod.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <deque>
@@ -44,6 +46,16 @@ Result<std::string> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return fail_errno("cannot read " + path, errno);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Writes the guest's dirty RAM pages back to the memory pods (fsync of the
+// RAM file: the kernel sends its dirty pages as WRITEs, which podfs's own
+// threads answer; no mapping of it in this process).
+Status write_back(const std::string& ram_file) {
+  net::Fd fd(::open(ram_file.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd) return fail_errno("open " + ram_file, errno);
+  if (::fsync(fd.get()) != 0) return fail_errno("fsync " + ram_file, errno);
+  return {};
 }
 
 Status write_file(const std::string& path, const std::string& bytes) {
@@ -257,9 +269,12 @@ struct ComputePod::Impl {
     auto running = g.qemu->vcpus_running();
     if (!running) return fail(running.error().context(name));
     auto sent = [&]() -> Result<GuestTransfer> {
-      // Paused first: no guest write may land after the write-back.
+      // Most dirty pages go back while the guest still runs; the rest,
+      // once it is paused, so that no guest write lands after the last.
+      // The cache stays: it is still right if the guest runs on here.
+      VMPOD_TRY_CTX(write_back(g.runtime.ram_file), "send: writing the RAM back");
       VMPOD_TRY_CTX(g.qemu->pause(), "send");
-      VMPOD_TRY_CTX(g.podfs->drop_cache(), "send: writing the RAM back");
+      VMPOD_TRY_CTX(write_back(g.runtime.ram_file), "send: writing the RAM back");
       VMPOD_TRY_CTX(g.qemu->save_device_state(state_file, kDeviceStateTimeout), "send");
       auto state = read_file(state_file);
       if (!state) return fail(state.error());
