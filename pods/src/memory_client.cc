@@ -139,13 +139,17 @@ void MemoryPodClient::watch() {
 }
 
 Result<RegionHandle> MemoryPodClient::create_region(uint64_t size, const std::string& owner) {
-  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
   Vmpod__Pods__CreateRegionRequest request = VMPOD__PODS__CREATE_REGION_REQUEST__INIT;
   request.size = size;
   request.owner = const_cast<char*>(owner.c_str());
+  return region_call(MessageType::kMemCreateRegion, request.base);
+}
+
+Result<RegionHandle> MemoryPodClient::region_call(MessageType type,
+                                                  const ProtobufCMessage& request) {
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
   auto reply = rpc_call<Vmpod__Pods__CreateRegionReply>(
-      *control_, MessageType::kMemCreateRegion, request.base,
-      vmpod__pods__create_region_reply__descriptor, options_.io_timeout);
+      *control_, type, request, vmpod__pods__create_region_reply__descriptor, options_.io_timeout);
   if (!reply) return fail(reply.error());
   auto region = region_from(**reply);
   if (!region) return fail(region.error().context("memory pod " + pod_id_));
@@ -174,34 +178,19 @@ Status MemoryPodClient::delete_region(const RegionHandle& region) {
 }
 
 Result<VersionDescription> MemoryPodClient::freeze_region(const RegionHandle& region) {
-  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
   Vmpod__Pods__RegionRef ref = region_ref(region);
   Vmpod__Pods__FreezeRegionRequest request = VMPOD__PODS__FREEZE_REGION_REQUEST__INIT;
   request.region = &ref;
-  auto reply = rpc_call<Vmpod__Pods__VersionReply>(*control_, MessageType::kMemFreezeRegion,
-                                                   request.base,
-                                                   vmpod__pods__version_reply__descriptor,
-                                                   options_.io_timeout);
-  if (!reply) return fail(reply.error());
-  auto version = version_from(**reply);
-  if (!version) return fail(version.error().context("memory pod " + pod_id_));
-  return version;
+  return version_call(MessageType::kMemFreezeRegion, request.base);
 }
 
 Result<RegionHandle> MemoryPodClient::fork_region(const VersionHandle& version,
                                                   const std::string& owner) {
-  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
   Vmpod__Pods__VersionRef ref = version_ref(version);
   Vmpod__Pods__ForkRegionRequest request = VMPOD__PODS__FORK_REGION_REQUEST__INIT;
   request.version = &ref;
   request.owner = const_cast<char*>(owner.c_str());
-  auto reply = rpc_call<Vmpod__Pods__CreateRegionReply>(
-      *control_, MessageType::kMemForkRegion, request.base,
-      vmpod__pods__create_region_reply__descriptor, options_.io_timeout);
-  if (!reply) return fail(reply.error());
-  auto region = region_from(**reply);
-  if (!region) return fail(region.error().context("memory pod " + pod_id_));
-  return region;
+  return region_call(MessageType::kMemForkRegion, request.base);
 }
 
 Status MemoryPodClient::release_version(const VersionHandle& version) {
@@ -217,18 +206,21 @@ Status MemoryPodClient::release_version(const VersionHandle& version) {
 }
 
 Result<VersionDescription> MemoryPodClient::describe_version(const VersionHandle& version) {
-  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
   Vmpod__Pods__VersionRef ref = version_ref(version);
   Vmpod__Pods__DescribeVersionRequest request = VMPOD__PODS__DESCRIBE_VERSION_REQUEST__INIT;
   request.version = &ref;
-  auto reply = rpc_call<Vmpod__Pods__VersionReply>(*control_, MessageType::kMemDescribeVersion,
-                                                   request.base,
-                                                   vmpod__pods__version_reply__descriptor,
-                                                   options_.io_timeout);
+  return version_call(MessageType::kMemDescribeVersion, request.base);
+}
+
+Result<VersionDescription> MemoryPodClient::version_call(MessageType type,
+                                                         const ProtobufCMessage& request) {
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
+  auto reply = rpc_call<Vmpod__Pods__VersionReply>(
+      *control_, type, request, vmpod__pods__version_reply__descriptor, options_.io_timeout);
   if (!reply) return fail(reply.error());
-  auto described = version_from(**reply);
-  if (!described) return fail(described.error().context("memory pod " + pod_id_));
-  return described;
+  auto version = version_from(**reply);
+  if (!version) return fail(version.error().context("memory pod " + pod_id_));
+  return version;
 }
 
 Result<MemoryPodStats> MemoryPodClient::stats(std::span<const RegionHandle> regions) {

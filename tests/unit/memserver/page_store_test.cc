@@ -597,6 +597,22 @@ uint64_t layers(PageStore& store, const RegionInfo& r) {
   return info->layers;
 }
 
+// A region of `pages` pages of pattern(seed), and the version it was frozen as.
+struct Frozen {
+  RegionInfo base;
+  std::vector<std::byte> data;
+  VersionInfo version;
+};
+
+Frozen frozen_region(PageStore& store, uint64_t pages, uint32_t seed) {
+  Frozen out;
+  out.base = create(store, pages * kPage);
+  out.data = pattern(pages * kPage, seed);
+  write(store, out.base, 0, out.data);
+  out.version = freeze(store, out.base);
+  return out;
+}
+
 // What a version reads, seen through a fork made for the look and dropped.
 std::vector<std::byte> read_version(PageStore& store, const VersionInfo& v) {
   RegionInfo look = fork(store, v, "look");
@@ -640,10 +656,7 @@ Test(versions, a_frozen_version_never_changes) {
 
 Test(versions, four_forks_keep_their_own_writes) {
   PageStore store(256 * kPage);
-  RegionInfo base = create(store, 16 * kPage);
-  auto data = pattern(16 * kPage, 10);
-  write(store, base, 0, data);
-  VersionInfo v = freeze(store, base);
+  auto [base, data, v] = frozen_region(store, 16, 10);
   std::vector<RegionInfo> forks;
   for (uint32_t i = 0; i < 4; ++i) forks.push_back(fork(store, v, "clone" + std::to_string(i)));
   // Each fork writes the same places: whole pages, a partial page, a range
@@ -672,9 +685,7 @@ Test(versions, four_forks_keep_their_own_writes) {
 
 Test(versions, a_snapshot_of_a_fork_forks_again) {
   PageStore store(64 * kPage);
-  RegionInfo base = create(store, 4 * kPage);
-  write(store, base, 0, pattern(4 * kPage, 1));
-  VersionInfo v1 = freeze(store, base);
+  auto [base, data, v1] = frozen_region(store, 4, 1);
   RegionInfo child = fork(store, v1);
   write(store, child, kPage, pattern(kPage, 2));
   VersionInfo v2 = freeze(store, child);
@@ -684,7 +695,7 @@ Test(versions, a_snapshot_of_a_fork_forks_again) {
   write(store, child, 2 * kPage, pattern(kPage, 3));
   RegionInfo grandchild = fork(store, v2);
   write(store, grandchild, 3 * kPage + 1, pattern(1, 4));
-  auto want = pattern(4 * kPage, 1);
+  auto want = data;
   auto two = pattern(kPage, 2);
   std::copy(two.begin(), two.end(), want.begin() + kPage);
   auto grand_want = want;
@@ -695,7 +706,7 @@ Test(versions, a_snapshot_of_a_fork_forks_again) {
   VersionInfo v3 = freeze(store, grandchild);
   cr_expect_eq(v3.parent, v2.id);
   cr_expect(read_version(store, v2) == want);
-  cr_expect(read_version(store, v1) == pattern(4 * kPage, 1));
+  cr_expect(read_version(store, v1) == data);
 }
 
 Test(versions, releasing_and_deleting_everything_frees_every_page) {
@@ -810,10 +821,7 @@ Test(versions, held_versions_keep_their_layers) {
 
 Test(versions, zero_writes_hide_the_frozen_page) {
   PageStore store(64 * kPage);
-  RegionInfo base = create(store, 8 * kPage);
-  auto data = pattern(8 * kPage, 5);
-  write(store, base, 0, data);
-  VersionInfo v = freeze(store, base);
+  auto [base, data, v] = frozen_region(store, 8, 5);
   RegionInfo f = fork(store, v);
   uint64_t pool_before = store.stats().pages_held;
   std::vector<std::byte> zeros(kPage);
@@ -843,10 +851,7 @@ Test(versions, zero_writes_hide_the_frozen_page) {
 
 Test(versions, partial_writes_copy_the_frozen_page_first) {
   PageStore store(64 * kPage);
-  RegionInfo r = create(store, 4 * kPage);
-  auto data = pattern(4 * kPage, 8);
-  write(store, r, 0, data);
-  VersionInfo v = freeze(store, r);
+  auto [r, data, v] = frozen_region(store, 4, 8);
   write(store, r, kPage + 100, pattern(10, 9));
   cr_assert(store.discard(r.id, r.token, 2 * kPage + 50, 20).has_value());
   cr_expect_eq(held(store, r), 2u);
@@ -894,10 +899,7 @@ Test(versions, wrong_tokens_and_unknown_versions_are_refused_alike) {
 
 Test(versions, a_full_pod_refuses_copy_on_write) {
   PageStore store(6 * kPage);
-  RegionInfo r = create(store, 8 * kPage);
-  auto data = pattern(4 * kPage, 1);
-  write(store, r, 0, data);
-  VersionInfo v = freeze(store, r);
+  auto [r, data, v] = frozen_region(store, 4, 1);
   RegionInfo f = fork(store, v);
   write(store, f, 0, pattern(2 * kPage, 2));
   cr_expect_eq(store.stats().pages_held, 6u);
@@ -923,10 +925,7 @@ Test(versions, forks_read_and_write_while_the_flattener_runs, .timeout = 120) {
   constexpr uint64_t kPages = 32;
   constexpr int kForks = 4;
   PageStore store(2048 * kPage);
-  RegionInfo base = create(store, kPages * kPage);
-  auto base_data = pattern(kPages * kPage, 1);
-  write(store, base, 0, base_data);
-  VersionInfo v = freeze(store, base);
+  auto [base, base_data, v] = frozen_region(store, kPages, 1);
   std::vector<RegionInfo> forks;
   for (int i = 0; i < kForks; ++i) forks.push_back(fork(store, v));
   std::atomic<bool> done{false};

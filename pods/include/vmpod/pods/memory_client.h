@@ -17,6 +17,7 @@
 #include <vmpod/net/socket.h>
 #include <vmpod/pods/memory_stats.h>
 #include <vmpod/pods/page_protocol.h>
+#include <vmpod/pods/protocol.h>
 
 namespace vmpod::pods {
 
@@ -85,6 +86,9 @@ class MemoryPodClient {
   Status page_call(PageOp op, const RegionHandle& region, uint64_t offset, uint32_t length,
                    std::span<const std::byte> data, std::span<std::byte> out);
   Status check_alive() const;
+  // A control call answered with a region, or with a version.
+  Result<RegionHandle> region_call(MessageType type, const ProtobufCMessage& request);
+  Result<VersionDescription> version_call(MessageType type, const ProtobufCMessage& request);
   void watch();
   void mark_lost(std::string reason);
 
