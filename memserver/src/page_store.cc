@@ -121,6 +121,8 @@ tl::unexpected<Error> refusal(std::string_view what, uint64_t id) {
 //   5. PagePool's mutex, a leaf.
 // The flattener takes a region's lock only to find its chain, and then one
 // layer's lock at a time: it never waits on a layer while holding another.
+// flattener_mutex_ guards only the flattener's wake-up and is taken with no
+// other lock held.
 
 // One layer's pages in tables of 512, found by hash: a sparse region of any
 // size costs nothing until written, and a lookup is a hash and an index. An

@@ -64,7 +64,7 @@ struct RegionInfo {
   uint64_t pages_held = 0;  // in the region's own writable layer
   std::string owner;
   // Layers a read of this region may walk: its own plus the frozen ones
-  // below it. Tests check the flattener's bound through it.
+  // below it. Exposed so that tests can check what flattening leaves.
   uint64_t layers = 1;
 };
 
@@ -110,8 +110,9 @@ class PageStore {
   Result<VersionInfo> version_info(uint64_t version, const RegionToken& token) const;
 
   // Merges every frozen layer that only one layer reads through into that
-  // layer. A background thread runs it after each freeze, fork, release and
-  // delete; tests call it to flatten at a known point.
+  // layer. A background thread runs it after each freeze, release, and
+  // delete of a region that had versions (what can leave a layer with one
+  // user); tests call it to flatten at a known point.
   void flatten();
 
   // Everything but the pod id, which the store does not know.
@@ -129,7 +130,7 @@ class PageStore {
   static RegionInfo info_of(const Region& region);
   static VersionInfo info_of(const Version& version);
   Result<RegionInfo> add_region(uint64_t size, std::string owner, std::shared_ptr<Layer> base,
-                              uint64_t parent);
+                                uint64_t parent);
   void request_flatten();
   void flatten_loop();
 
