@@ -973,6 +973,17 @@ Test(versions, forks_read_and_write_while_the_flattener_runs, .timeout = 120) {
       }
     });
   }
+  // Short-lived forks come and go, dropping their hold on the layers.
+  threads.emplace_back([&] {
+    while (!done) {
+      auto look = store.fork_region(v.id, v.token, "look");
+      std::vector<std::byte> got(kPages * kPage);
+      if (!look || !store.read(look->id, look->token, 0, got) || got != base_data ||
+          !store.delete_region(look->id, look->token)) {
+        ++failures;
+      }
+    }
+  });
   threads.emplace_back([&] {
     while (!done) store.flatten();
   });
