@@ -20,16 +20,35 @@ using pods::PageReply;
 
 namespace {
 
-Result<RegionToken> token_of(const Vmpod__Pods__RegionRef* ref) {
-  RegionToken token{};
-  if (ref == nullptr || ref->token.len != token.size()) {
-    return fail(ErrorCode::kInvalidArgument, "missing or malformed region reference");
-  }
-  std::memcpy(token.data(), ref->token.data, token.size());
+// The token of a RegionRef or a VersionRef.
+template <class Ref>
+Result<RegionToken> token_of(const Ref* ref) {
+  if (ref == nullptr) return fail(ErrorCode::kInvalidArgument, "missing reference");
+  auto token = pods::token_from(ref->token);
+  if (!token) return fail(token.error().context("malformed reference"));
   return token;
 }
 
+std::string pack_region(const RegionInfo& region) {
+  Vmpod__Pods__RegionRef ref = VMPOD__PODS__REGION_REF__INIT;
+  ref.region_id = region.id;
+  ref.token = {region.token.size(), const_cast<uint8_t*>(region.token.data())};
+  Vmpod__Pods__CreateRegionReply reply = VMPOD__PODS__CREATE_REGION_REPLY__INIT;
+  reply.region = &ref;
+  return net::pack_message(reply.base);
+}
 
+std::string pack_version(const VersionInfo& version) {
+  Vmpod__Pods__VersionRef ref = VMPOD__PODS__VERSION_REF__INIT;
+  ref.version_id = version.id;
+  ref.token = {version.token.size(), const_cast<uint8_t*>(version.token.data())};
+  Vmpod__Pods__VersionReply reply = VMPOD__PODS__VERSION_REPLY__INIT;
+  reply.version = &ref;
+  reply.size = version.size;
+  reply.pages = version.pages_held;
+  reply.parent = version.parent;
+  return net::pack_message(reply.base);
+}
 
 }  // namespace
 
@@ -108,12 +127,7 @@ struct Memserver::Impl {
     if (!region) return fail(region.error());
     spdlog::info("{}: region {} of {} bytes for {}", config.pod_id, region->id, region->size,
                  region->owner);
-    Vmpod__Pods__RegionRef ref = VMPOD__PODS__REGION_REF__INIT;
-    ref.region_id = region->id;
-    ref.token = {region->token.size(), region->token.data()};
-    Vmpod__Pods__CreateRegionReply reply = VMPOD__PODS__CREATE_REGION_REPLY__INIT;
-    reply.region = &ref;
-    return net::pack_message(reply.base);
+    return pack_region(*region);
   }
 
   Result<std::string> resize_region(std::string_view body) {
@@ -138,6 +152,54 @@ struct Memserver::Impl {
     return pods::empty_message();
   }
 
+  Result<std::string> freeze_region(std::string_view body) {
+    auto request = net::unpack<Vmpod__Pods__FreezeRegionRequest>(
+        vmpod__pods__freeze_region_request__descriptor, body);
+    if (!request) return fail(request.error());
+    auto token = token_of((*request)->region);
+    if (!token) return fail(token.error());
+    auto version = store.freeze_region((*request)->region->region_id, *token);
+    if (!version) return fail(version.error().context("freeze"));
+    spdlog::info("{}: region {} frozen as version {} ({} pages)", config.pod_id,
+                 (*request)->region->region_id, version->id, version->pages_held);
+    return pack_version(*version);
+  }
+
+  Result<std::string> fork_region(std::string_view body) {
+    auto request = net::unpack<Vmpod__Pods__ForkRegionRequest>(
+        vmpod__pods__fork_region_request__descriptor, body);
+    if (!request) return fail(request.error());
+    auto token = token_of((*request)->version);
+    if (!token) return fail(token.error());
+    auto region = store.fork_region((*request)->version->version_id, *token, (*request)->owner);
+    if (!region) return fail(region.error().context("fork"));
+    spdlog::info("{}: region {} forked from version {} for {}", config.pod_id, region->id,
+                 (*request)->version->version_id, region->owner);
+    return pack_region(*region);
+  }
+
+  Result<std::string> release_version(std::string_view body) {
+    auto request = net::unpack<Vmpod__Pods__ReleaseVersionRequest>(
+        vmpod__pods__release_version_request__descriptor, body);
+    if (!request) return fail(request.error());
+    auto token = token_of((*request)->version);
+    if (!token) return fail(token.error());
+    VMPOD_TRY_CTX(store.release_version((*request)->version->version_id, *token), "release");
+    spdlog::info("{}: version {} released", config.pod_id, (*request)->version->version_id);
+    return pods::empty_message();
+  }
+
+  Result<std::string> describe_version(std::string_view body) {
+    auto request = net::unpack<Vmpod__Pods__DescribeVersionRequest>(
+        vmpod__pods__describe_version_request__descriptor, body);
+    if (!request) return fail(request.error());
+    auto token = token_of((*request)->version);
+    if (!token) return fail(token.error());
+    auto version = store.version_info((*request)->version->version_id, *token);
+    if (!version) return fail(version.error().context("describe"));
+    return pack_version(*version);
+  }
+
   Result<std::string> stats(std::string_view body) {
     auto request = net::unpack<Vmpod__Pods__MemStatsRequest>(vmpod__pods__mem_stats_request__descriptor, body);
     if (!request) return fail(request.error());
@@ -159,6 +221,10 @@ struct Memserver::Impl {
       case MessageType::kMemCreateRegion: return create_region(frame.body);
       case MessageType::kMemResizeRegion: return resize_region(frame.body);
       case MessageType::kMemDeleteRegion: return delete_region(frame.body);
+      case MessageType::kMemFreezeRegion: return freeze_region(frame.body);
+      case MessageType::kMemForkRegion: return fork_region(frame.body);
+      case MessageType::kMemReleaseVersion: return release_version(frame.body);
+      case MessageType::kMemDescribeVersion: return describe_version(frame.body);
       case MessageType::kMemStats: return stats(frame.body);
       case MessageType::kMemPing: return pods::empty_message();
       default:

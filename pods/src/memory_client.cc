@@ -35,6 +35,28 @@ uint64_t total_length(std::span<const iovec> pieces) {
   return total;
 }
 
+Vmpod__Pods__VersionRef version_ref(const VersionHandle& version) {
+  Vmpod__Pods__VersionRef ref = VMPOD__PODS__VERSION_REF__INIT;
+  ref.version_id = version.id;
+  ref.token = binary(version.token.data(), version.token.size());
+  return ref;
+}
+
+Result<RegionHandle> region_from(const Vmpod__Pods__CreateRegionReply& reply) {
+  if (reply.region == nullptr) return fail(ErrorCode::kInternal, "reply without a region");
+  auto token = token_from(reply.region->token);
+  if (!token) return fail(ErrorCode::kInternal, "malformed region: " + token.error().message());
+  return RegionHandle{reply.region->region_id, *token};
+}
+
+Result<VersionDescription> version_from(const Vmpod__Pods__VersionReply& reply) {
+  if (reply.version == nullptr) return fail(ErrorCode::kInternal, "reply without a version");
+  auto token = token_from(reply.version->token);
+  if (!token) return fail(ErrorCode::kInternal, "malformed version: " + token.error().message());
+  return VersionDescription{{reply.version->version_id, *token}, reply.size, reply.pages,
+                            reply.parent};
+}
+
 }  // namespace
 
 Result<std::unique_ptr<MemoryPodClient>> MemoryPodClient::connect(const net::SocketAddress& control,
@@ -122,22 +144,21 @@ void MemoryPodClient::watch() {
 }
 
 Result<RegionHandle> MemoryPodClient::create_region(uint64_t size, const std::string& owner) {
-  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
   Vmpod__Pods__CreateRegionRequest request = VMPOD__PODS__CREATE_REGION_REQUEST__INIT;
   request.size = size;
   request.owner = const_cast<char*>(owner.c_str());
+  return region_call(MessageType::kMemCreateRegion, request.base);
+}
+
+Result<RegionHandle> MemoryPodClient::region_call(MessageType type,
+                                                  const ProtobufCMessage& request) {
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
   auto reply = rpc_call<Vmpod__Pods__CreateRegionReply>(
-      *control_, MessageType::kMemCreateRegion, request.base,
-      vmpod__pods__create_region_reply__descriptor, options_.io_timeout);
+      *control_, type, request, vmpod__pods__create_region_reply__descriptor, options_.io_timeout);
   if (!reply) return fail(reply.error());
-  const Vmpod__Pods__RegionRef* ref = (*reply)->region;
-  RegionHandle handle;
-  if (ref == nullptr || ref->token.len != handle.token.size()) {
-    return fail(ErrorCode::kInternal, "memory pod " + pod_id_ + " sent a malformed region");
-  }
-  handle.id = ref->region_id;
-  std::memcpy(handle.token.data(), ref->token.data, handle.token.size());
-  return handle;
+  auto region = region_from(**reply);
+  if (!region) return fail(region.error().context("memory pod " + pod_id_));
+  return region;
 }
 
 Status MemoryPodClient::resize_region(const RegionHandle& region, uint64_t size) {
@@ -159,6 +180,52 @@ Status MemoryPodClient::delete_region(const RegionHandle& region) {
                                             vmpod__pods__empty__descriptor, options_.io_timeout);
   if (!reply) return fail(reply.error());
   return {};
+}
+
+Result<VersionDescription> MemoryPodClient::freeze_region(const RegionHandle& region) {
+  Vmpod__Pods__RegionRef ref = region_ref(region);
+  Vmpod__Pods__FreezeRegionRequest request = VMPOD__PODS__FREEZE_REGION_REQUEST__INIT;
+  request.region = &ref;
+  return version_call(MessageType::kMemFreezeRegion, request.base);
+}
+
+Result<RegionHandle> MemoryPodClient::fork_region(const VersionHandle& version,
+                                                  const std::string& owner) {
+  Vmpod__Pods__VersionRef ref = version_ref(version);
+  Vmpod__Pods__ForkRegionRequest request = VMPOD__PODS__FORK_REGION_REQUEST__INIT;
+  request.version = &ref;
+  request.owner = const_cast<char*>(owner.c_str());
+  return region_call(MessageType::kMemForkRegion, request.base);
+}
+
+Status MemoryPodClient::release_version(const VersionHandle& version) {
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
+  Vmpod__Pods__VersionRef ref = version_ref(version);
+  Vmpod__Pods__ReleaseVersionRequest request = VMPOD__PODS__RELEASE_VERSION_REQUEST__INIT;
+  request.version = &ref;
+  auto reply = rpc_call<Vmpod__Pods__Empty>(*control_, MessageType::kMemReleaseVersion,
+                                            request.base, vmpod__pods__empty__descriptor,
+                                            options_.io_timeout);
+  if (!reply) return fail(reply.error());
+  return {};
+}
+
+Result<VersionDescription> MemoryPodClient::describe_version(const VersionHandle& version) {
+  Vmpod__Pods__VersionRef ref = version_ref(version);
+  Vmpod__Pods__DescribeVersionRequest request = VMPOD__PODS__DESCRIBE_VERSION_REQUEST__INIT;
+  request.version = &ref;
+  return version_call(MessageType::kMemDescribeVersion, request.base);
+}
+
+Result<VersionDescription> MemoryPodClient::version_call(MessageType type,
+                                                         const ProtobufCMessage& request) {
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
+  auto reply = rpc_call<Vmpod__Pods__VersionReply>(
+      *control_, type, request, vmpod__pods__version_reply__descriptor, options_.io_timeout);
+  if (!reply) return fail(reply.error());
+  auto version = version_from(**reply);
+  if (!version) return fail(version.error().context("memory pod " + pod_id_));
+  return version;
 }
 
 Result<MemoryPodStats> MemoryPodClient::stats(std::span<const RegionHandle> regions) {

@@ -27,12 +27,13 @@ MemStatsMessage::MemStatsMessage(const MemoryPodStats& stats) : stats_(stats) {
   message.read_latency = &read_latency_;
   message.write_latency = &write_latency_;
   message.region_pages = stats_.region_pages;
+  message.versions = stats_.versions;
 }
 
 MemoryPodStats memory_pod_stats_from(const Vmpod__Pods__MemStatsReply& m) {
   return MemoryPodStats{m.pod_id, m.capacity_pages, m.pages_held, m.regions, m.reads, m.writes,
                         m.bytes_read, m.bytes_written, m.refused, histogram_buckets(m.read_latency),
-                        histogram_buckets(m.write_latency), m.region_pages};
+                        histogram_buckets(m.write_latency), m.region_pages, m.versions};
 }
 
 }  // namespace vmpod::pods

@@ -1,6 +1,8 @@
 #include <vmpod/pods/protocol.h>
 #include <vmpod/pods/rpc.h>
 
+#include <cstring>
+
 #include "memory.pb-c.h"
 
 namespace vmpod::pods {
@@ -13,6 +15,10 @@ std::string_view message_type_name(uint16_t type) {
     case MessageType::kMemDeleteRegion: return "mem-delete-region";
     case MessageType::kMemStats: return "mem-stats";
     case MessageType::kMemPing: return "mem-ping";
+    case MessageType::kMemFreezeRegion: return "mem-freeze-region";
+    case MessageType::kMemForkRegion: return "mem-fork-region";
+    case MessageType::kMemReleaseVersion: return "mem-release-version";
+    case MessageType::kMemDescribeVersion: return "mem-describe-version";
     case MessageType::kCpuStatus: return "cpu-status";
     case MessageType::kCpuLaunch: return "cpu-launch";
     case MessageType::kCpuStop: return "cpu-stop";
@@ -33,6 +39,16 @@ std::string_view message_type_name(uint16_t type) {
     case MessageType::kVmmMigrateVm: return "vmm-migrate-vm";
   }
   return "unknown";
+}
+
+Result<RegionToken> token_from(const ProtobufCBinaryData& bytes) {
+  RegionToken token{};
+  if (bytes.len != token.size()) {
+    return fail(ErrorCode::kInvalidArgument, "token of " + std::to_string(bytes.len) +
+                                                 " bytes, not " + std::to_string(token.size()));
+  }
+  std::memcpy(token.data(), bytes.data, token.size());
+  return token;
 }
 
 std::string empty_message() {

@@ -2,17 +2,20 @@
 // frame type (memory pod, compute pod or vmm), the rest is a body. The body
 // is unpacked against every message of the pods protocol; whatever unpacks
 // is re-packed (which must be stable) and handed to the decoding helpers
-// the daemons run on it: guest_spec_from, runtime_from, stats_from. A value
-// those helpers accept must survive their own encoders unchanged.
+// the daemons run on it: guest_spec_from, runtime_from, stats_from,
+// token_from. A value those helpers accept must survive their own encoders
+// unchanged.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <string_view>
 
 #include <vmpod/cpuserver/compute_protocol.h>
 #include <vmpod/net/message.h>
 #include <vmpod/pods/protocol.h>
+#include <vmpod/pods/rpc.h>
 
 #include "compute.pb-c.h"
 #include "memory.pb-c.h"
@@ -35,6 +38,9 @@ constexpr MessageType kTypes[] = {
     MessageType::kVmmCreateVm,    MessageType::kVmmStopVm,       MessageType::kVmmListVms,
     MessageType::kVmmListPods,    MessageType::kVmmVmStats,      MessageType::kVmmDropCache,
     MessageType::kVmmRestartVm,
+    // Appended, so that the committed inputs keep the types they select.
+    MessageType::kMemFreezeRegion, MessageType::kMemForkRegion, MessageType::kMemReleaseVersion,
+    MessageType::kMemDescribeVersion,
 };
 
 const ProtobufCMessageDescriptor* const kDescriptors[] = {
@@ -44,6 +50,10 @@ const ProtobufCMessageDescriptor* const kDescriptors[] = {
     &vmpod__pods__create_region_reply__descriptor, &vmpod__pods__resize_region_request__descriptor,
     &vmpod__pods__delete_region_request__descriptor, &vmpod__pods__empty__descriptor,
     &vmpod__pods__latency_histogram__descriptor, &vmpod__pods__mem_stats_reply__descriptor,
+    &vmpod__pods__version_ref__descriptor, &vmpod__pods__freeze_region_request__descriptor,
+    &vmpod__pods__version_reply__descriptor, &vmpod__pods__fork_region_request__descriptor,
+    &vmpod__pods__release_version_request__descriptor,
+    &vmpod__pods__describe_version_request__descriptor,
     // compute.proto
     &vmpod__pods__guest_spec__descriptor, &vmpod__pods__memory_placement__descriptor,
     &vmpod__pods__launch_request__descriptor, &vmpod__pods__vm_runtime__descriptor,
@@ -108,7 +118,8 @@ bool same(const pods::MemoryPodStats& a, const pods::MemoryPodStats& b) {
          a.pages_held == b.pages_held && a.regions == b.regions && a.reads == b.reads &&
          a.writes == b.writes && a.bytes_read == b.bytes_read &&
          a.bytes_written == b.bytes_written && a.refused == b.refused &&
-         a.read_latency == b.read_latency && a.write_latency == b.write_latency;
+         a.read_latency == b.read_latency && a.write_latency == b.write_latency &&
+         a.region_pages == b.region_pages && a.versions == b.versions;
 }
 
 void stats(const Vmpod__Pods__VmStats* message) {
@@ -133,9 +144,39 @@ void stats(const Vmpod__Pods__VmStats* message) {
   }
 }
 
+// A region's or a version's token: exactly 16 bytes or refused, and then
+// the same bytes.
+void token(const ProtobufCBinaryData& bytes) {
+  auto parsed = pods::token_from(bytes);
+  if (!parsed) {
+    check(parsed.error().code() == ErrorCode::kInvalidArgument && bytes.len != 16);
+    return;
+  }
+  check(bytes.len == 16 && std::memcmp(parsed->data(), bytes.data, bytes.len) == 0);
+}
+
+template <class Ref>
+void ref(const Ref* ref) {
+  if (ref != nullptr) token(ref->token);
+}
+
 // The helpers a daemon runs on a message of this shape.
 void decode(const ProtobufCMessage* message) {
-  if (auto* m = as<Vmpod__Pods__GuestSpec>(message, vmpod__pods__guest_spec__descriptor)) {
+  if (auto* m = as<Vmpod__Pods__RegionRef>(message, vmpod__pods__region_ref__descriptor)) {
+    ref(m);
+  } else if (auto* m = as<Vmpod__Pods__VersionRef>(message, vmpod__pods__version_ref__descriptor)) {
+    ref(m);
+  } else if (auto* m = as<Vmpod__Pods__FreezeRegionRequest>(message, vmpod__pods__freeze_region_request__descriptor)) {
+    ref(m->region);
+  } else if (auto* m = as<Vmpod__Pods__VersionReply>(message, vmpod__pods__version_reply__descriptor)) {
+    ref(m->version);
+  } else if (auto* m = as<Vmpod__Pods__ForkRegionRequest>(message, vmpod__pods__fork_region_request__descriptor)) {
+    ref(m->version);
+  } else if (auto* m = as<Vmpod__Pods__ReleaseVersionRequest>(message, vmpod__pods__release_version_request__descriptor)) {
+    ref(m->version);
+  } else if (auto* m = as<Vmpod__Pods__DescribeVersionRequest>(message, vmpod__pods__describe_version_request__descriptor)) {
+    ref(m->version);
+  } else if (auto* m = as<Vmpod__Pods__GuestSpec>(message, vmpod__pods__guest_spec__descriptor)) {
     guest_spec(m);
   } else if (auto* m = as<Vmpod__Pods__LaunchRequest>(message, vmpod__pods__launch_request__descriptor)) {
     guest_spec(m->guest);

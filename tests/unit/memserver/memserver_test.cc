@@ -301,6 +301,83 @@ void loss_detected(net::FabricProvider provider) {
   ASSERT_CODE(client.create_region(kMiB, "late"), ErrorCode::kUnavailable);
 }
 
+void versions_over_the_wire(net::FabricProvider provider) {
+  start(provider);
+  MemoryPodClient& client = connect(provider);
+  auto base = client.create_region(kMiB, "base");
+  ASSERT_OK(base);
+  auto data = pattern(16 * kPage, 1);
+  ASSERT_OK(client.write(*base, 0, data));
+
+  auto frozen = client.freeze_region(*base);
+  ASSERT_OK(frozen);
+  cr_expect_eq(frozen->size, kMiB);
+  cr_expect_eq(frozen->pages, 16u);
+  cr_expect_eq(frozen->parent, 0u);
+  const pods::VersionHandle version = frozen->version;
+  // The base goes on writing; the version does not change.
+  ASSERT_OK(client.write(*base, 0, pattern(kPage, 2)));
+
+  std::vector<RegionHandle> forks;
+  for (uint32_t i = 0; i < 4; ++i) {
+    auto fork = client.fork_region(version, "clone" + std::to_string(i));
+    ASSERT_OK(fork);
+    forks.push_back(*fork);
+    ASSERT_OK(client.write(*fork, kPage + i, pattern(kPage, 10 + i)));
+  }
+  for (uint32_t i = 0; i < 4; ++i) {
+    std::vector<std::byte> got(16 * kPage);
+    ASSERT_OK(client.read(forks[i], 0, got));
+    auto want = data;
+    auto mine = pattern(kPage, 10 + i);
+    std::copy(mine.begin(), mine.end(), want.begin() + static_cast<ptrdiff_t>(kPage + i));
+    cr_expect(got == want, "fork %u reads wrong", i);
+  }
+  // A snapshot of a fork names the version it came from.
+  auto again = client.freeze_region(forks[0]);
+  ASSERT_OK(again);
+  cr_expect_eq(again->parent, version.id);
+  auto described = client.describe_version(version);
+  ASSERT_OK(described);
+  cr_expect_eq(described->pages, 16u);
+  cr_expect(described->version.token == version.token);
+  auto stats = client.stats();
+  ASSERT_OK(stats);
+  cr_expect_eq(stats->versions, 2u);
+
+  // Wrong tokens and unknown versions: one refusal, and nothing changes.
+  pods::VersionHandle forged = version;
+  forged.token[3] ^= 0x40;
+  pods::VersionHandle unknown{version.id + 100, version.token};
+  RegionHandle forged_region = *base;
+  forged_region.token[0] ^= 1;
+  ASSERT_CODE(client.fork_region(forged, "thief"), ErrorCode::kPermissionDenied);
+  ASSERT_CODE(client.fork_region(unknown, "thief"), ErrorCode::kPermissionDenied);
+  ASSERT_CODE(client.release_version(forged), ErrorCode::kPermissionDenied);
+  ASSERT_CODE(client.describe_version(unknown), ErrorCode::kPermissionDenied);
+  ASSERT_CODE(client.freeze_region(forged_region), ErrorCode::kPermissionDenied);
+  ASSERT_CODE(client.fork_region(pods::VersionHandle{base->id, base->token}, "thief"),
+              ErrorCode::kPermissionDenied);
+  stats = client.stats();
+  ASSERT_OK(stats);
+  cr_expect_eq(stats->refused, 6u);
+  cr_expect_eq(stats->versions, 2u);
+  cr_expect_eq(stats->regions, 5u);
+  cr_expect(client.alive(), "a refused request cost the connection");
+
+  // Releasing and deleting everything returns every page.
+  ASSERT_OK(client.release_version(version));
+  ASSERT_CODE(client.describe_version(version), ErrorCode::kPermissionDenied);
+  ASSERT_OK(client.release_version(again->version));
+  for (const auto& fork : forks) ASSERT_OK(client.delete_region(fork));
+  ASSERT_OK(client.delete_region(*base));
+  stats = client.stats();
+  ASSERT_OK(stats);
+  cr_expect_eq(stats->pages_held, 0u);
+  cr_expect_eq(stats->versions, 0u);
+  cr_expect_eq(stats->regions, 0u);
+}
+
 }  // namespace
 
 TestSuite(memserver, .init = setup, .fini = teardown, .timeout = 30);
@@ -311,6 +388,8 @@ Test(memserver, tcp_forged_token_refused) { forged_token(net::FabricProvider::kT
 Test(memserver, shm_forged_token_refused) { forged_token(net::FabricProvider::kShm); }
 Test(memserver, tcp_pod_full) { pod_full(net::FabricProvider::kTcp); }
 Test(memserver, shm_pod_full) { pod_full(net::FabricProvider::kShm); }
+Test(memserver, tcp_versions) { versions_over_the_wire(net::FabricProvider::kTcp); }
+Test(memserver, shm_versions) { versions_over_the_wire(net::FabricProvider::kShm); }
 Test(memserver, tcp_loss_detected) { loss_detected(net::FabricProvider::kTcp); }
 Test(memserver, shm_loss_detected) { loss_detected(net::FabricProvider::kShm); }
 

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -560,4 +561,439 @@ Test(page_store, delete_racing_writes_leaks_no_pages, .timeout = 60) {
                  "round %d: %llu pages held with no region left", rounds,
                  static_cast<unsigned long long>(store.stats().pages_held));
   }
+}
+
+// --- Versions ---------------------------------------------------------------
+
+namespace {
+
+VersionInfo freeze(PageStore& store, const RegionInfo& r) {
+  auto v = store.freeze_region(r.id, r.token);
+  cr_assert(v.has_value(), "freeze %llu: %s", static_cast<unsigned long long>(r.id),
+            v ? "" : v.error().to_string().c_str());
+  return *v;
+}
+
+RegionInfo fork(PageStore& store, const VersionInfo& v, std::string owner = "fork") {
+  auto r = store.fork_region(v.id, v.token, std::move(owner));
+  cr_assert(r.has_value(), "fork of %llu: %s", static_cast<unsigned long long>(v.id),
+            r ? "" : r.error().to_string().c_str());
+  return *r;
+}
+
+void release(PageStore& store, const VersionInfo& v) {
+  auto st = store.release_version(v.id, v.token);
+  cr_assert(st.has_value(), "release %llu: %s", static_cast<unsigned long long>(v.id),
+            st ? "" : st.error().to_string().c_str());
+}
+
+void remove(PageStore& store, const RegionInfo& r) {
+  cr_assert(store.delete_region(r.id, r.token).has_value());
+}
+
+uint64_t layers(PageStore& store, const RegionInfo& r) {
+  auto info = store.region_info(r.id, r.token);
+  cr_assert(info.has_value());
+  return info->layers;
+}
+
+// A region of `pages` pages of pattern(seed), and the version it was frozen as.
+struct Frozen {
+  RegionInfo base;
+  std::vector<std::byte> data;
+  VersionInfo version;
+};
+
+Frozen frozen_region(PageStore& store, uint64_t pages, uint32_t seed) {
+  Frozen out;
+  out.base = create(store, pages * kPage);
+  out.data = pattern(pages * kPage, seed);
+  write(store, out.base, 0, out.data);
+  out.version = freeze(store, out.base);
+  return out;
+}
+
+// What a version reads, seen through a fork made for the look and dropped.
+std::vector<std::byte> read_version(PageStore& store, const VersionInfo& v) {
+  RegionInfo look = fork(store, v, "look");
+  auto got = read(store, look, 0, v.size);
+  remove(store, look);
+  return got;
+}
+
+}  // namespace
+
+Test(versions, a_frozen_version_never_changes) {
+  PageStore store(64 * kPage);
+  RegionInfo r = create(store, 8 * kPage + 100);
+  auto data = pattern(8 * kPage + 100, 1);
+  write(store, r, 0, data);
+  VersionInfo v = freeze(store, r);
+  cr_expect_eq(v.size, 8 * kPage + 100);
+  cr_expect_eq(v.pages_held, 9u);
+  cr_expect_eq(v.parent, 0u);
+  cr_expect(v.token != r.token && v.token != RegionToken{});
+  cr_expect_eq(held(store, r), 0u, "the frozen pages still count as the region's own");
+  cr_expect_eq(store.stats().versions, 1u);
+  // The region goes on; every kind of change leaves the version alone.
+  write(store, r, 0, pattern(2 * kPage, 2));
+  write(store, r, 3 * kPage + 5, pattern(10, 3));
+  write(store, r, 4 * kPage, std::vector<std::byte>(kPage));
+  cr_assert(store.discard(r.id, r.token, 5 * kPage, 2 * kPage).has_value());
+  cr_assert(store.resize_region(r.id, r.token, kPage + 1).has_value());
+  cr_assert(store.resize_region(r.id, r.token, 16 * kPage).has_value());
+  cr_expect(read_version(store, v) == data, "the version changed under later writes");
+  auto info = store.version_info(v.id, v.token);
+  cr_assert(info.has_value());
+  cr_expect_eq(info->pages_held, 9u);
+  cr_expect_eq(info->size, v.size);
+  // And the region reads what it wrote on top.
+  auto head = pattern(2 * kPage, 2);
+  head.resize(kPage + 1);
+  cr_expect(read(store, r, 0, kPage + 1) == head);
+  cr_expect(all_zero(read(store, r, kPage + 1, 15 * kPage - 1)));
+}
+
+Test(versions, four_forks_keep_their_own_writes) {
+  PageStore store(256 * kPage);
+  auto [base, data, v] = frozen_region(store, 16, 10);
+  std::vector<RegionInfo> forks;
+  for (uint32_t i = 0; i < 4; ++i) forks.push_back(fork(store, v, "clone" + std::to_string(i)));
+  // Each fork writes the same places: whole pages, a partial page, a range
+  // across a page boundary.
+  for (uint32_t i = 0; i < 4; ++i) {
+    write(store, forks[i], 2 * kPage, pattern(3 * kPage, 20 + i));
+    write(store, forks[i], 8 * kPage + 17, pattern(33, 30 + i));
+    write(store, forks[i], 11 * kPage - 8, pattern(16, 40 + i));
+  }
+  for (uint32_t i = 0; i < 4; ++i) {
+    auto want = data;
+    auto put = [&](uint64_t offset, const std::vector<std::byte>& bytes) {
+      std::copy(bytes.begin(), bytes.end(), want.begin() + static_cast<ptrdiff_t>(offset));
+    };
+    put(2 * kPage, pattern(3 * kPage, 20 + i));
+    put(8 * kPage + 17, pattern(33, 30 + i));
+    put(11 * kPage - 8, pattern(16, 40 + i));
+    cr_expect(read(store, forks[i], 0, 16 * kPage) == want, "fork %u reads wrong", i);
+    // 3 whole pages, one partial, two across the boundary: six of its own.
+    cr_expect_eq(held(store, forks[i]), 6u, "fork %u", i);
+  }
+  cr_expect(read(store, base, 0, 16 * kPage) == data, "the base region changed");
+  cr_expect(read_version(store, v) == data, "the version changed");
+  cr_expect_eq(store.stats().pages_held, 16u + 4 * 6u, "frozen pages were copied");
+}
+
+Test(versions, a_snapshot_of_a_fork_forks_again) {
+  PageStore store(64 * kPage);
+  auto [base, data, v1] = frozen_region(store, 4, 1);
+  RegionInfo child = fork(store, v1);
+  write(store, child, kPage, pattern(kPage, 2));
+  VersionInfo v2 = freeze(store, child);
+  cr_expect_eq(v2.parent, v1.id);
+  cr_expect_eq(v2.pages_held, 1u);
+  // The child goes on; the grandchild sees the child as it was frozen.
+  write(store, child, 2 * kPage, pattern(kPage, 3));
+  RegionInfo grandchild = fork(store, v2);
+  write(store, grandchild, 3 * kPage + 1, pattern(1, 4));
+  auto want = data;
+  auto two = pattern(kPage, 2);
+  std::copy(two.begin(), two.end(), want.begin() + kPage);
+  auto grand_want = want;
+  grand_want[3 * kPage + 1] = pattern(1, 4)[0];
+  cr_expect(read(store, grandchild, 0, 4 * kPage) == grand_want);
+  cr_expect_eq(layers(store, grandchild), 3u);
+  // A snapshot of the grandchild names the fork's version as its parent.
+  VersionInfo v3 = freeze(store, grandchild);
+  cr_expect_eq(v3.parent, v2.id);
+  cr_expect(read_version(store, v2) == want);
+  cr_expect(read_version(store, v1) == data);
+}
+
+Test(versions, releasing_and_deleting_everything_frees_every_page) {
+  PageStore store(128 * kPage);
+  RegionInfo keep = create(store, 4 * kPage);
+  write(store, keep, 0, pattern(2 * kPage, 1));
+  uint64_t before = store.stats().pages_held;
+  // Orders of release: version before fork, fork before version, a
+  // snapshot chain several deep, forks of forks.
+  RegionInfo r = create(store, 16 * kPage);
+  write(store, r, 0, pattern(16 * kPage, 2));
+  VersionInfo v1 = freeze(store, r);
+  write(store, r, 0, pattern(4 * kPage, 3));
+  VersionInfo v2 = freeze(store, r);
+  write(store, r, 2 * kPage, pattern(4 * kPage, 4));
+  RegionInfo a = fork(store, v1);
+  write(store, a, 5 * kPage, pattern(kPage + 3, 5));
+  VersionInfo va = freeze(store, a);
+  RegionInfo b = fork(store, va);
+  write(store, b, 0, pattern(kPage, 6));
+  cr_expect_eq(store.stats().versions, 3u);
+  release(store, v1);
+  remove(store, r);
+  release(store, va);
+  remove(store, a);
+  remove(store, b);
+  cr_expect_gt(store.stats().pages_held, before, "v2 lost its pages");
+  release(store, v2);
+  cr_expect_eq(store.stats().pages_held, before, "%llu pages leaked",
+               static_cast<unsigned long long>(store.stats().pages_held - before));
+  cr_expect_eq(store.stats().versions, 0u);
+  cr_expect_eq(store.stats().regions, 1u);
+  cr_expect(read(store, keep, 0, 2 * kPage) == pattern(2 * kPage, 1));
+}
+
+Test(versions, released_layers_are_flattened_and_read_the_same) {
+  PageStore store(256 * kPage);
+  RegionInfo r = create(store, 32 * kPage);
+  auto model = std::vector<std::byte>(32 * kPage);
+  auto put = [&](uint64_t offset, const std::vector<std::byte>& bytes) {
+    write(store, r, offset, bytes);
+    std::copy(bytes.begin(), bytes.end(), model.begin() + static_cast<ptrdiff_t>(offset));
+  };
+  // Ten snapshots, each over the last, each released when the next is
+  // taken: page 0 is rewritten every time, page 1 + i once.
+  VersionInfo last{};
+  for (uint32_t i = 0; i < 10; ++i) {
+    put(0, pattern(kPage, 100 + i));
+    put((1 + i) * kPage, pattern(kPage, 200 + i));
+    VersionInfo v = freeze(store, r);
+    if (i > 0) release(store, last);
+    last = v;
+  }
+  store.flatten();
+  cr_expect_leq(layers(store, r), 4u);
+  cr_expect_eq(layers(store, r), 2u, "released layers were not merged");
+  cr_expect(read(store, r, 0, 32 * kPage) == model);
+  cr_expect(read_version(store, last) == model);
+  // The nine old copies of page 0 went back to the pool.
+  cr_expect_eq(store.stats().pages_held, 11u);
+  auto info = store.version_info(last.id, last.token);
+  cr_expect_eq(info->pages_held, 11u);
+}
+
+Test(versions, the_background_flattener_merges_without_being_asked) {
+  PageStore store(256 * kPage);
+  RegionInfo r = create(store, 8 * kPage);
+  VersionInfo last{};
+  for (uint32_t i = 0; i < 8; ++i) {
+    write(store, r, 0, pattern(kPage, i));
+    VersionInfo v = freeze(store, r);
+    if (i > 0) release(store, last);
+    last = v;
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((layers(store, r) > 2 || store.stats().pages_held > 1) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  cr_expect_eq(layers(store, r), 2u);
+  cr_expect_eq(store.stats().pages_held, 1u);
+  cr_expect(read(store, r, 0, kPage) == pattern(kPage, 7));
+}
+
+// Layers that versions still name can not be merged: each version must go
+// on reading as it did. Such a chain stays long, and still reads right.
+Test(versions, held_versions_keep_their_layers) {
+  PageStore store(64 * kPage);
+  RegionInfo r = create(store, 8 * kPage);
+  std::vector<VersionInfo> held_versions;
+  for (uint32_t i = 0; i < 6; ++i) {
+    write(store, r, i * kPage, pattern(kPage, i));
+    held_versions.push_back(freeze(store, r));
+  }
+  store.flatten();
+  cr_expect_eq(layers(store, r), 7u);
+  for (uint32_t i = 0; i < 6; ++i) {
+    auto got = read_version(store, held_versions[i]);
+    for (uint32_t page = 0; page < 8; ++page) {
+      auto slice = std::vector<std::byte>(got.begin() + page * kPage, got.begin() + (page + 1) * kPage);
+      if (page <= i) {
+        cr_expect(slice == pattern(kPage, page), "version %u page %u", i, page);
+      } else {
+        cr_expect(all_zero(slice), "version %u page %u", i, page);
+      }
+    }
+  }
+  for (const auto& v : held_versions) release(store, v);
+  store.flatten();
+  cr_expect_eq(layers(store, r), 2u);
+}
+
+Test(versions, zero_writes_hide_the_frozen_page) {
+  PageStore store(64 * kPage);
+  auto [base, data, v] = frozen_region(store, 8, 5);
+  RegionInfo f = fork(store, v);
+  uint64_t pool_before = store.stats().pages_held;
+  std::vector<std::byte> zeros(kPage);
+  write(store, f, kPage, zeros);
+  cr_assert(store.discard(f.id, f.token, 3 * kPage, 2 * kPage).has_value());
+  cr_expect(all_zero(read(store, f, kPage, kPage)), "a zero write fell through to the base");
+  cr_expect(all_zero(read(store, f, 3 * kPage, 2 * kPage)), "a discard fell through to the base");
+  cr_expect_eq(held(store, f), 0u, "a tombstone counted as a page");
+  cr_expect_eq(store.stats().pages_held, pool_before, "a tombstone took a page");
+  // A partial write on a tombstone starts from zeros, not from the base.
+  write(store, f, kPage + 10, pattern(5, 6));
+  auto page = read(store, f, kPage, kPage);
+  for (size_t i = 0; i < kPage; ++i) {
+    std::byte want = (i >= 10 && i < 15) ? pattern(5, 6)[i - 10] : std::byte{0};
+    cr_assert_eq(page[i], want, "byte %zu", i);
+  }
+  // Shrinking and growing back hides the base's pages past the cut.
+  cr_assert(store.resize_region(f.id, f.token, 6 * kPage + 7).has_value());
+  cr_assert(store.resize_region(f.id, f.token, 8 * kPage).has_value());
+  auto tail = read(store, f, 6 * kPage, 2 * kPage);
+  cr_expect(std::equal(tail.begin(), tail.begin() + 7, data.begin() + 6 * kPage));
+  cr_expect(all_zero(std::vector<std::byte>(tail.begin() + 7, tail.end())),
+            "the base's data came back past a shrink");
+  cr_expect(read(store, f, 0, kPage) == std::vector<std::byte>(data.begin(), data.begin() + kPage));
+  cr_expect(read(store, base, 0, 8 * kPage) == data);
+}
+
+Test(versions, partial_writes_copy_the_frozen_page_first) {
+  PageStore store(64 * kPage);
+  auto [r, data, v] = frozen_region(store, 4, 8);
+  write(store, r, kPage + 100, pattern(10, 9));
+  cr_assert(store.discard(r.id, r.token, 2 * kPage + 50, 20).has_value());
+  cr_expect_eq(held(store, r), 2u);
+  auto want = data;
+  auto patch = pattern(10, 9);
+  std::copy(patch.begin(), patch.end(), want.begin() + kPage + 100);
+  std::fill(want.begin() + 2 * kPage + 50, want.begin() + 2 * kPage + 70, std::byte{0});
+  cr_expect(read(store, r, 0, 4 * kPage) == want);
+  cr_expect(read_version(store, v) == data);
+}
+
+Test(versions, wrong_tokens_and_unknown_versions_are_refused_alike) {
+  PageStore store(16 * kPage);
+  RegionInfo r = create(store, 4 * kPage);
+  write(store, r, 0, pattern(kPage, 1));
+  VersionInfo v = freeze(store, r);
+  RegionToken bad = wrong_token(v.token);
+  uint64_t refused = store.stats().refused;
+  auto check = [&](const Status& st, const char* what) {
+    cr_assert(!st.has_value(), "%s was allowed", what);
+    cr_expect_eq(st.error().code(), ErrorCode::kPermissionDenied, "%s", what);
+    cr_expect(st.error().message().find("does not exist or the token is wrong") != std::string::npos,
+              "%s: %s", what, st.error().message().c_str());
+    cr_expect_eq(store.stats().refused, ++refused, "%s not counted as refused", what);
+  };
+  auto status = [](const auto& result) { return result ? Status{} : Status(fail(result.error())); };
+  check(status(store.fork_region(v.id, bad, "thief")), "fork with a wrong token");
+  check(status(store.fork_region(v.id + 1, v.token, "thief")), "fork of an unknown version");
+  check(store.release_version(v.id, bad), "release with a wrong token");
+  check(store.release_version(v.id + 7, v.token), "release of an unknown version");
+  check(status(store.version_info(v.id, bad)), "describe with a wrong token");
+  check(status(store.freeze_region(r.id, wrong_token(r.token))), "freeze with a wrong token");
+  // A region's token is no key to a version of the same number, nor the
+  // other way round.
+  check(status(store.fork_region(v.id, r.token, "thief")), "fork with the region's token");
+  check(status(store.region_info(r.id, v.token)), "region_info with the version's token");
+  cr_expect_eq(store.stats().versions, 1u);
+  cr_expect_eq(store.stats().regions, 1u);
+  release(store, v);
+  check(store.release_version(v.id, v.token), "a second release");
+  check(status(store.fork_region(v.id, v.token, "late")), "fork of a released version");
+  remove(store, r);
+  check(status(store.freeze_region(r.id, r.token)), "freeze of a deleted region");
+}
+
+Test(versions, a_full_pod_refuses_copy_on_write) {
+  PageStore store(6 * kPage);
+  auto [r, data, v] = frozen_region(store, 4, 1);
+  RegionInfo f = fork(store, v);
+  write(store, f, 0, pattern(2 * kPage, 2));
+  cr_expect_eq(store.stats().pages_held, 6u);
+  auto st = store.write(f.id, f.token, 2 * kPage + 1, pattern(1, 3));
+  cr_assert(!st.has_value(), "copy-on-write past capacity succeeded");
+  cr_expect_eq(st.error().code(), ErrorCode::kNoSpace);
+  auto cut = store.resize_region(f.id, f.token, 3 * kPage + 5);
+  cr_assert(!cut.has_value(), "a shrink that needs a page succeeded");
+  cr_expect_eq(cut.error().code(), ErrorCode::kNoSpace);
+  cr_expect(read(store, f, 2 * kPage, 2 * kPage) ==
+                std::vector<std::byte>(data.begin() + 2 * kPage, data.end()),
+            "a refused write or shrink changed the fork");
+  // Zero writes and discards of whole pages need no page, even over the base.
+  write(store, f, 3 * kPage, std::vector<std::byte>(kPage));
+  cr_assert(store.discard(f.id, f.token, 2 * kPage, kPage).has_value());
+  remove(store, r);
+  release(store, v);
+  remove(store, f);
+  cr_expect_eq(store.stats().pages_held, 0u);
+}
+
+Test(versions, forks_read_and_write_while_the_flattener_runs, .timeout = 120) {
+  constexpr uint64_t kPages = 32;
+  constexpr int kForks = 4;
+  PageStore store(2048 * kPage);
+  auto [base, base_data, v] = frozen_region(store, kPages, 1);
+  std::vector<RegionInfo> forks;
+  for (int i = 0; i < kForks; ++i) forks.push_back(fork(store, v));
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  // The base region takes snapshot after snapshot, releasing the previous
+  // one, so its chain keeps growing and being merged; it checks its own
+  // contents after each.
+  threads.emplace_back([&] {
+    auto model = base_data;
+    std::optional<VersionInfo> previous;
+    for (uint32_t round = 0; round < 300; ++round) {
+      uint64_t page = round % kPages;
+      auto data = pattern(kPage / 2, 1000 + round);
+      uint64_t offset = page * kPage + (round % 2) * (kPage / 2);
+      if (!store.write(base.id, base.token, offset, data)) ++failures;
+      std::copy(data.begin(), data.end(), model.begin() + static_cast<ptrdiff_t>(offset));
+      auto frozen = store.freeze_region(base.id, base.token);
+      if (!frozen) {
+        ++failures;
+        continue;
+      }
+      if (previous && !store.release_version(previous->id, previous->token)) ++failures;
+      previous = *frozen;
+      std::vector<std::byte> got(kPages * kPage);
+      if (!store.read(base.id, base.token, 0, got) || got != model) ++failures;
+    }
+    if (previous) (void)store.release_version(previous->id, previous->token);
+    done = true;
+  });
+  // Each fork writes its own pages and checks them, and checks that the
+  // rest still reads as the version did.
+  for (int i = 0; i < kForks; ++i) {
+    threads.emplace_back([&, i] {
+      const RegionInfo& f = forks[static_cast<size_t>(i)];
+      auto model = base_data;
+      for (uint32_t round = 0; !done || round < 50; ++round) {
+        uint64_t offset = ((round * 5 + static_cast<uint32_t>(i)) % kPages) * kPage + round % 700;
+        size_t size = std::min<uint64_t>(kPage + round % 3000, kPages * kPage - offset);
+        auto data = pattern(size, static_cast<uint32_t>(i) * 100000 + round);
+        if (!store.write(f.id, f.token, offset, data)) ++failures;
+        std::copy(data.begin(), data.end(), model.begin() + static_cast<ptrdiff_t>(offset));
+        std::vector<std::byte> got(kPages * kPage);
+        if (!store.read(f.id, f.token, 0, got) || got != model) ++failures;
+      }
+    });
+  }
+  // Short-lived forks come and go, dropping their hold on the layers.
+  threads.emplace_back([&] {
+    while (!done) {
+      auto look = store.fork_region(v.id, v.token, "look");
+      std::vector<std::byte> got(kPages * kPage);
+      if (!look || !store.read(look->id, look->token, 0, got) || got != base_data ||
+          !store.delete_region(look->id, look->token)) {
+        ++failures;
+      }
+    }
+  });
+  threads.emplace_back([&] {
+    while (!done) store.flatten();
+  });
+  for (auto& thread : threads) thread.join();
+  cr_expect_eq(failures.load(), 0);
+  cr_expect(read_version(store, v) == base_data, "the forks' version changed");
+  store.flatten();
+  cr_expect_leq(layers(store, base), 3u);
+  release(store, v);
+  for (const auto& f : forks) remove(store, f);
+  remove(store, base);
+  cr_expect_eq(store.stats().pages_held, 0u);
 }

@@ -17,6 +17,7 @@
 #include <vmpod/net/socket.h>
 #include <vmpod/pods/memory_stats.h>
 #include <vmpod/pods/page_protocol.h>
+#include <vmpod/pods/protocol.h>
 
 namespace vmpod::pods {
 
@@ -25,6 +26,19 @@ struct RegionHandle {
   RegionToken token{};
 };
 
+// A frozen version of a region: whoever holds its token can fork from it,
+// describe it and release it; no one can write it.
+struct VersionHandle {
+  uint64_t id = 0;
+  RegionToken token{};
+};
+
+struct VersionDescription {
+  VersionHandle version;
+  uint64_t size = 0;    // the region's size in bytes when it was frozen
+  uint64_t pages = 0;   // held by the version's own layer
+  uint64_t parent = 0;  // the version its region was frozen or forked from, or 0
+};
 
 class MemoryPodClient {
  public:
@@ -56,6 +70,14 @@ class MemoryPodClient {
   Result<RegionHandle> create_region(uint64_t size, const std::string& owner);
   Status resize_region(const RegionHandle& region, uint64_t size);
   Status delete_region(const RegionHandle& region);
+  // Copy-on-write versions. A freeze makes the region's current pages a
+  // version; the region's later writes do not change it. A fork is a new
+  // region that reads through to a version until it writes.
+  Result<VersionDescription> freeze_region(const RegionHandle& region);
+  Result<RegionHandle> fork_region(const VersionHandle& version, const std::string& owner);
+  Status release_version(const VersionHandle& version);
+  Result<VersionDescription> describe_version(const VersionHandle& version);
+
   // The pod's counters; region_pages sums the pages held by `regions`.
   Result<MemoryPodStats> stats(std::span<const RegionHandle> regions = {});
 
@@ -86,6 +108,9 @@ class MemoryPodClient {
   Result<PendingPageIo> start_page_call(PageOp op, const RegionHandle& region, uint64_t offset,
                                         uint64_t length, std::span<const iovec> data);
   Status check_alive() const;
+  // A control call answered with a region, or with a version.
+  Result<RegionHandle> region_call(MessageType type, const ProtobufCMessage& request);
+  Result<VersionDescription> version_call(MessageType type, const ProtobufCMessage& request);
   void watch();
   void mark_lost(std::string reason);
 

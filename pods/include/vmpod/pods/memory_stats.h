@@ -23,6 +23,7 @@ struct MemoryPodStats {
   std::vector<uint64_t> read_latency;   // LatencyHistogram buckets
   std::vector<uint64_t> write_latency;
   uint64_t region_pages = 0;  // held by the regions the stats request named
+  uint64_t versions = 0;      // frozen versions alive
 };
 
 // Holds everything its message points into; never copied or moved.

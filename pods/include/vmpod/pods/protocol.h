@@ -15,6 +15,10 @@ enum class MessageType : uint16_t {
   kMemDeleteRegion = 0x0104,
   kMemStats = 0x0105,
   kMemPing = 0x0106,
+  kMemFreezeRegion = 0x0107,
+  kMemForkRegion = 0x0108,
+  kMemReleaseVersion = 0x0109,
+  kMemDescribeVersion = 0x010a,
   // compute pod
   kCpuStatus = 0x0201,
   kCpuLaunch = 0x0202,

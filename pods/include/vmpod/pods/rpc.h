@@ -7,12 +7,17 @@
 
 #include <vmpod/net/message.h>
 #include <vmpod/net/socket.h>
+#include <vmpod/pods/page_protocol.h>
 #include <vmpod/pods/protocol.h>
 
 namespace vmpod::pods {
 
 // The body of a request or reply that carries nothing.
 std::string empty_message();
+
+// The secret token of a RegionRef or VersionRef; kInvalidArgument unless it
+// is exactly the token's size.
+Result<RegionToken> token_from(const ProtobufCBinaryData& bytes);
 
 template <class Reply>
 Result<net::MessagePtr<Reply>> rpc_call(net::RpcClient& client, MessageType type,
