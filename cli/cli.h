@@ -33,6 +33,7 @@ void add_daemon_verbs(CLI::App& app, Outcome& outcome);
 void add_run_verb(CLI::App& app, Outcome& outcome);
 void add_vm_verbs(CLI::App& app, Outcome& outcome);
 void add_monitor_verbs(CLI::App& app, Outcome& outcome);
+void add_snapshot_verbs(CLI::App& app, Outcome& outcome);
 
 // Shared by the verbs.
 void setup_logging(const std::string& name, bool verbose);
@@ -47,10 +48,17 @@ std::string default_image_dir();
 
 }  // namespace vmpod::cli
 
+#include <nlohmann/json.hpp>
+
 #include <vmpod/cpuserver/compute_pod.h>
 #include <vmpod/vmm/vmm.h>
 
 namespace vmpod::cli {
+
+// The vmm at `flag` (see vmm_address).
+Result<std::unique_ptr<vmm::VmmClient>> connect_vmm(const std::string& flag);
+// A VM as `ls --json` and `fork --json` print it.
+nlohmann::json vm_json(const vmm::VmRecord& vm);
 
 // Per-pod statistics of one guest, as `vmpod run` prints them on exit.
 void print_stats(const std::string& vm, const std::string& compute_pod, const cpuserver::GuestStats& stats);

@@ -28,6 +28,12 @@ Result<net::SocketAddress> vmm_address(const std::string& flag) {
   return net::parse_socket_address("unix:/run/vmpod/vmm.sock");
 }
 
+Result<std::unique_ptr<vmm::VmmClient>> connect_vmm(const std::string& flag) {
+  auto address = vmm_address(flag);
+  if (!address) return fail(address.error());
+  return vmm::VmmClient::connect(*address, std::chrono::seconds(5));
+}
+
 void block_stop_signals() {
   sigset_t set;
   sigemptyset(&set);

@@ -29,9 +29,7 @@ struct MonitorFlags {
 };
 
 Result<std::unique_ptr<qmp::QmpClient>> connect_endpoint(const MonitorFlags& flags) {
-  auto address = vmm_address(flags.vmm);
-  if (!address) return fail(address.error());
-  auto vmm_client = vmm::VmmClient::connect(*address, std::chrono::seconds(5));
+  auto vmm_client = connect_vmm(flags.vmm);
   if (!vmm_client) return fail(vmm_client.error());
   auto vm = (*vmm_client)->vm(flags.vm);
   if (!vm) return fail(vm.error());

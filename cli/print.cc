@@ -32,4 +32,20 @@ void print_stats(const std::string& vm, const std::string& compute_pod, const cp
   std::fflush(stdout);
 }
 
+nlohmann::json vm_json(const vmm::VmRecord& vm) {
+  return {{"name", vm.name},
+          {"state", vm_state_name(vm.state)},
+          {"reason", vm.reason},
+          {"compute-pod", vm.compute_pod},
+          {"memory-pods", vm.memory_pods},
+          {"qemu-pid", vm.runtime.qemu_pid},
+          {"qmp-endpoint", vm.qmp_endpoint},
+          {"hmp-endpoint", vm.hmp_endpoint},
+          {"qmp-tcp-endpoint", vm.qmp_tcp_endpoint},
+          {"snapshot", vm.snapshot},
+          {"serial-socket", vm.runtime.paths.serial_socket},
+          {"serial-log", vm.runtime.paths.serial_log},
+          {"agent-socket", vm.runtime.paths.agent_socket}};
+}
+
 }  // namespace vmpod::cli

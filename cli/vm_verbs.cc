@@ -20,26 +20,7 @@ struct VmFlags {
   unsigned timeout = 600;
 };
 
-Result<std::unique_ptr<vmm::VmmClient>> connect(const VmFlags& flags) {
-  auto address = vmm_address(flags.vmm);
-  if (!address) return fail(address.error());
-  return vmm::VmmClient::connect(*address, std::chrono::seconds(5));
-}
-
-nlohmann::json vm_json(const vmm::VmRecord& vm) {
-  return {{"name", vm.name},
-          {"state", vm_state_name(vm.state)},
-          {"reason", vm.reason},
-          {"compute-pod", vm.compute_pod},
-          {"memory-pods", vm.memory_pods},
-          {"qemu-pid", vm.runtime.qemu_pid},
-          {"qmp-endpoint", vm.qmp_endpoint},
-          {"hmp-endpoint", vm.hmp_endpoint},
-          {"qmp-tcp-endpoint", vm.qmp_tcp_endpoint},
-          {"serial-socket", vm.runtime.paths.serial_socket},
-          {"serial-log", vm.runtime.paths.serial_log},
-          {"agent-socket", vm.runtime.paths.agent_socket}};
-}
+Result<std::unique_ptr<vmm::VmmClient>> connect(const VmFlags& flags) { return connect_vmm(flags.vmm); }
 
 ExitCode list(const VmFlags& flags) {
   auto client = connect(flags);
@@ -99,6 +80,7 @@ CLI::App* vm_verb(CLI::App& app, const char* name, const char* help, std::shared
 
 void add_vm_verbs(CLI::App& app, Outcome& outcome) {
   add_monitor_verbs(app, outcome);
+  add_snapshot_verbs(app, outcome);
 
   auto ls_flags = std::make_shared<VmFlags>();
   auto* ls = vm_verb(app, "ls", "List VMs with their state, pods and QMP socket", ls_flags);

@@ -22,39 +22,10 @@ std::string_view as_view(const ProtobufCBinaryData& data) {
   return {reinterpret_cast<const char*>(data.data), data.len};
 }
 
-Vmpod__Pods__RegionRef region_ref(const RegionHandle& region) {
-  Vmpod__Pods__RegionRef ref = VMPOD__PODS__REGION_REF__INIT;
-  ref.region_id = region.id;
-  ref.token = binary(region.token.data(), region.token.size());
-  return ref;
-}
-
 uint64_t total_length(std::span<const iovec> pieces) {
   uint64_t total = 0;
   for (const iovec& piece : pieces) total += piece.iov_len;
   return total;
-}
-
-Vmpod__Pods__VersionRef version_ref(const VersionHandle& version) {
-  Vmpod__Pods__VersionRef ref = VMPOD__PODS__VERSION_REF__INIT;
-  ref.version_id = version.id;
-  ref.token = binary(version.token.data(), version.token.size());
-  return ref;
-}
-
-Result<RegionHandle> region_from(const Vmpod__Pods__CreateRegionReply& reply) {
-  if (reply.region == nullptr) return fail(ErrorCode::kInternal, "reply without a region");
-  auto token = token_from(reply.region->token);
-  if (!token) return fail(ErrorCode::kInternal, "malformed region: " + token.error().message());
-  return RegionHandle{reply.region->region_id, *token};
-}
-
-Result<VersionDescription> version_from(const Vmpod__Pods__VersionReply& reply) {
-  if (reply.version == nullptr) return fail(ErrorCode::kInternal, "reply without a version");
-  auto token = token_from(reply.version->token);
-  if (!token) return fail(ErrorCode::kInternal, "malformed version: " + token.error().message());
-  return VersionDescription{{reply.version->version_id, *token}, reply.size, reply.pages,
-                            reply.parent};
 }
 
 }  // namespace
@@ -67,6 +38,7 @@ Result<std::unique_ptr<MemoryPodClient>> MemoryPodClient::connect(const net::Soc
   auto rpc = net::RpcClient::connect(control, options.connect_timeout);
   if (!rpc) return fail(rpc.error().context("memory pod " + control.to_string()));
   client->control_ = std::move(*rpc);
+  client->regions_ = std::make_unique<RegionControl>(*client->control_, options.io_timeout);
 
   auto fabric = net::FabricClient::create(options.fabric);
   if (!fabric) return fail(fabric.error().context("memory pod " + control.to_string()));
@@ -144,104 +116,42 @@ void MemoryPodClient::watch() {
 }
 
 Result<RegionHandle> MemoryPodClient::create_region(uint64_t size, const std::string& owner) {
-  Vmpod__Pods__CreateRegionRequest request = VMPOD__PODS__CREATE_REGION_REQUEST__INIT;
-  request.size = size;
-  request.owner = const_cast<char*>(owner.c_str());
-  return region_call(MessageType::kMemCreateRegion, request.base);
-}
-
-Result<RegionHandle> MemoryPodClient::region_call(MessageType type,
-                                                  const ProtobufCMessage& request) {
   VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
-  auto reply = rpc_call<Vmpod__Pods__CreateRegionReply>(
-      *control_, type, request, vmpod__pods__create_region_reply__descriptor, options_.io_timeout);
-  if (!reply) return fail(reply.error());
-  auto region = region_from(**reply);
-  if (!region) return fail(region.error().context("memory pod " + pod_id_));
-  return region;
+  return with_pod(regions_->create_region(size, owner));
 }
 
 Status MemoryPodClient::resize_region(const RegionHandle& region, uint64_t size) {
-  Vmpod__Pods__RegionRef ref = region_ref(region);
-  Vmpod__Pods__ResizeRegionRequest request = VMPOD__PODS__RESIZE_REGION_REQUEST__INIT;
-  request.region = &ref;
-  request.size = size;
-  auto reply = rpc_call<Vmpod__Pods__Empty>(*control_, MessageType::kMemResizeRegion, request.base,
-                                            vmpod__pods__empty__descriptor, options_.io_timeout);
-  if (!reply) return fail(reply.error());
-  return {};
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
+  return with_pod(regions_->resize_region(region, size));
 }
 
 Status MemoryPodClient::delete_region(const RegionHandle& region) {
-  Vmpod__Pods__RegionRef ref = region_ref(region);
-  Vmpod__Pods__DeleteRegionRequest request = VMPOD__PODS__DELETE_REGION_REQUEST__INIT;
-  request.region = &ref;
-  auto reply = rpc_call<Vmpod__Pods__Empty>(*control_, MessageType::kMemDeleteRegion, request.base,
-                                            vmpod__pods__empty__descriptor, options_.io_timeout);
-  if (!reply) return fail(reply.error());
-  return {};
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
+  return with_pod(regions_->delete_region(region));
 }
 
 Result<VersionDescription> MemoryPodClient::freeze_region(const RegionHandle& region) {
-  Vmpod__Pods__RegionRef ref = region_ref(region);
-  Vmpod__Pods__FreezeRegionRequest request = VMPOD__PODS__FREEZE_REGION_REQUEST__INIT;
-  request.region = &ref;
-  return version_call(MessageType::kMemFreezeRegion, request.base);
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
+  return with_pod(regions_->freeze_region(region));
 }
 
-Result<RegionHandle> MemoryPodClient::fork_region(const VersionHandle& version,
-                                                  const std::string& owner) {
-  Vmpod__Pods__VersionRef ref = version_ref(version);
-  Vmpod__Pods__ForkRegionRequest request = VMPOD__PODS__FORK_REGION_REQUEST__INIT;
-  request.version = &ref;
-  request.owner = const_cast<char*>(owner.c_str());
-  return region_call(MessageType::kMemForkRegion, request.base);
+Result<RegionHandle> MemoryPodClient::fork_region(const VersionHandle& version, const std::string& owner) {
+  VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
+  return with_pod(regions_->fork_region(version, owner));
 }
 
 Status MemoryPodClient::release_version(const VersionHandle& version) {
   VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
-  Vmpod__Pods__VersionRef ref = version_ref(version);
-  Vmpod__Pods__ReleaseVersionRequest request = VMPOD__PODS__RELEASE_VERSION_REQUEST__INIT;
-  request.version = &ref;
-  auto reply = rpc_call<Vmpod__Pods__Empty>(*control_, MessageType::kMemReleaseVersion,
-                                            request.base, vmpod__pods__empty__descriptor,
-                                            options_.io_timeout);
-  if (!reply) return fail(reply.error());
-  return {};
+  return with_pod(regions_->release_version(version));
 }
 
 Result<VersionDescription> MemoryPodClient::describe_version(const VersionHandle& version) {
-  Vmpod__Pods__VersionRef ref = version_ref(version);
-  Vmpod__Pods__DescribeVersionRequest request = VMPOD__PODS__DESCRIBE_VERSION_REQUEST__INIT;
-  request.version = &ref;
-  return version_call(MessageType::kMemDescribeVersion, request.base);
-}
-
-Result<VersionDescription> MemoryPodClient::version_call(MessageType type,
-                                                         const ProtobufCMessage& request) {
   VMPOD_TRY_CTX(check_alive(), "memory pod " + pod_id_);
-  auto reply = rpc_call<Vmpod__Pods__VersionReply>(
-      *control_, type, request, vmpod__pods__version_reply__descriptor, options_.io_timeout);
-  if (!reply) return fail(reply.error());
-  auto version = version_from(**reply);
-  if (!version) return fail(version.error().context("memory pod " + pod_id_));
-  return version;
+  return with_pod(regions_->describe_version(version));
 }
 
 Result<MemoryPodStats> MemoryPodClient::stats(std::span<const RegionHandle> regions) {
-  std::vector<Vmpod__Pods__RegionRef> refs;
-  for (const RegionHandle& region : regions) refs.push_back(region_ref(region));
-  std::vector<Vmpod__Pods__RegionRef*> ref_pointers;
-  for (auto& ref : refs) ref_pointers.push_back(&ref);
-  Vmpod__Pods__MemStatsRequest request = VMPOD__PODS__MEM_STATS_REQUEST__INIT;
-  request.n_regions = ref_pointers.size();
-  request.regions = ref_pointers.data();
-  auto reply = rpc_call<Vmpod__Pods__MemStatsReply>(*control_, MessageType::kMemStats,
-                                                    request.base,
-                                                    vmpod__pods__mem_stats_reply__descriptor,
-                                                    options_.io_timeout);
-  if (!reply) return fail(reply.error());
-  return memory_pod_stats_from(**reply);
+  return with_pod(regions_->stats(regions));
 }
 
 Result<MemoryPodClient::PendingPageIo> MemoryPodClient::start_page_call(

@@ -37,6 +37,10 @@ std::string_view message_type_name(uint16_t type) {
     case MessageType::kVmmDropCache: return "vmm-drop-cache";
     case MessageType::kVmmRestartVm: return "vmm-restart-vm";
     case MessageType::kVmmMigrateVm: return "vmm-migrate-vm";
+    case MessageType::kVmmSnapshotVm: return "vmm-snapshot-vm";
+    case MessageType::kVmmForkSnapshot: return "vmm-fork-snapshot";
+    case MessageType::kVmmListSnapshots: return "vmm-list-snapshots";
+    case MessageType::kVmmDeleteSnapshot: return "vmm-delete-snapshot";
   }
   return "unknown";
 }

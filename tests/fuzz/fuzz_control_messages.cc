@@ -41,6 +41,9 @@ constexpr MessageType kTypes[] = {
     // Appended, so that the committed inputs keep the types they select.
     MessageType::kMemFreezeRegion, MessageType::kMemForkRegion, MessageType::kMemReleaseVersion,
     MessageType::kMemDescribeVersion,
+    MessageType::kCpuSendGuest, MessageType::kCpuFinishSend, MessageType::kCpuCancelSend,
+    MessageType::kCpuReceiveGuest, MessageType::kVmmMigrateVm, MessageType::kVmmSnapshotVm,
+    MessageType::kVmmForkSnapshot, MessageType::kVmmListSnapshots, MessageType::kVmmDeleteSnapshot,
 };
 
 const ProtobufCMessageDescriptor* const kDescriptors[] = {
@@ -63,7 +66,29 @@ const ProtobufCMessageDescriptor* const kDescriptors[] = {
     &vmpod__pods__pod_entry__descriptor, &vmpod__pods__register_pod_request__descriptor,
     &vmpod__pods__pod_list__descriptor, &vmpod__pods__create_vm_request__descriptor,
     &vmpod__pods__vm_info__descriptor, &vmpod__pods__vm_list__descriptor,
+    &vmpod__pods__migrate_vm_request__descriptor, &vmpod__pods__migrate_vm_reply__descriptor,
+    &vmpod__pods__snapshot_vm_request__descriptor, &vmpod__pods__snapshot_info__descriptor,
+    &vmpod__pods__snapshot_list__descriptor, &vmpod__pods__fork_snapshot_request__descriptor,
+    // compute.proto, a guest moving between compute pods
+    &vmpod__pods__guest_transfer__descriptor, &vmpod__pods__receive_guest_request__descriptor,
 };
+
+// A transfer the compute pod accepts re-encodes to the same transfer.
+void transfer(const Vmpod__Pods__GuestTransfer* message) {
+  auto decoded = cpuserver::transfer_from(message);
+  if (!decoded) {
+    check(decoded.error().code() == ErrorCode::kInvalidArgument);
+    return;
+  }
+  cpuserver::TransferMessage again(*decoded);
+  auto round = cpuserver::transfer_from(&again.message);
+  check(round.has_value() && round->device_state == decoded->device_state && round->ram.size == decoded->ram.size &&
+        round->running == decoded->running && round->ram.regions.size() == decoded->ram.regions.size());
+  for (size_t i = 0; i < decoded->ram.regions.size(); ++i) {
+    check(round->ram.regions[i].id == decoded->ram.regions[i].id &&
+          round->ram.regions[i].token == decoded->ram.regions[i].token);
+  }
+}
 
 template <class T>
 const T* as(const ProtobufCMessage* message, const ProtobufCMessageDescriptor& descriptor) {
@@ -192,6 +217,11 @@ void decode(const ProtobufCMessage* message) {
     for (size_t i = 0; i < m->n_vms; ++i) runtime(m->vms[i]->runtime);
   } else if (auto* m = as<Vmpod__Pods__VmStats>(message, vmpod__pods__vm_stats__descriptor)) {
     stats(m);
+  } else if (auto* m = as<Vmpod__Pods__GuestTransfer>(message, vmpod__pods__guest_transfer__descriptor)) {
+    transfer(m);
+  } else if (auto* m = as<Vmpod__Pods__ReceiveGuestRequest>(message, vmpod__pods__receive_guest_request__descriptor)) {
+    if (m->launch != nullptr) guest_spec(m->launch->guest);
+    transfer(m->transfer);
   }
 }
 

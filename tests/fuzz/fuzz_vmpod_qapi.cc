@@ -35,7 +35,22 @@ class FixedCommands final : public qapi::Commands {
     return {};
   }
   Result<qapi::XVmpodVmInfo> x_vmpod_query_vm() override {
-    return qapi::XVmpodVmInfo{"vm0", qapi::XVmpodVmState::kRunning, std::nullopt, "cpu0", {"mem0"}, 1, "/q"};
+    return qapi::XVmpodVmInfo{"vm0", qapi::XVmpodVmState::kRunning, std::nullopt, "cpu0", {"mem0"}, 1, "/q",
+                              std::nullopt};
+  }
+  Result<qapi::XVmpodSnapshotInfo> x_vmpod_snapshot(const qapi::XVmpodSnapshotArguments& arguments) override {
+    if (arguments.name.empty()) return fail(ErrorCode::kInvalidArgument, "snapshot name '' must be 1-64 letters");
+    return qapi::XVmpodSnapshotInfo{arguments.name, "vm0", 1, 2, 3, {"mem0"}, 4, 0, std::nullopt};
+  }
+  Result<std::vector<qapi::XVmpodSnapshotInfo>> x_vmpod_query_snapshots() override {
+    return std::vector<qapi::XVmpodSnapshotInfo>{};
+  }
+  Status x_vmpod_delete_snapshot(const qapi::XVmpodDeleteSnapshotArguments& arguments) override {
+    return fail(ErrorCode::kNotFound, "no snapshot named '" + arguments.name + "'");
+  }
+  Result<std::vector<qapi::XVmpodVmInfo>> x_vmpod_fork(const qapi::XVmpodForkArguments& arguments) override {
+    if (arguments.count.value_or(1) < 1) return fail(ErrorCode::kInvalidArgument, "count must be positive");
+    return std::vector<qapi::XVmpodVmInfo>{};
   }
 };
 

@@ -46,7 +46,7 @@ vmm::LocalCluster* start_cluster(const std::string& dir, const GuestOptions& opt
   config.dir = dir;
   config.memory_pods = options.memory_pods;
   config.compute_pods = options.compute_pods;
-  config.memory_pod_capacity = options.memory_bytes;
+  config.memory_pod_capacity = options.pod_capacity_bytes ? options.pod_capacity_bytes : options.memory_bytes;
   config.provider = options.provider;
   auto cluster = vmm::LocalCluster::start(config);
   cr_assert(cluster.has_value(), "cluster: %s", cluster ? "" : cluster.error().to_string().c_str());
@@ -85,6 +85,14 @@ std::unique_ptr<BootedGuest> boot_guest(const std::string& test, const GuestOpti
   auto agent = cpuserver::GuestAgent::connect(vm->runtime.paths.agent_socket, std::chrono::seconds(120));
   cr_assert(agent.has_value(), "guest agent: %s", agent ? "" : agent.error().to_string().c_str());
   guest->agent = std::move(*agent);
+  return guest;
+}
+
+BootedGuest attach_guest(vmm::LocalCluster* cluster, const vmm::VmRecord& vm) {
+  BootedGuest guest{cluster, nullptr, vm, nullptr};
+  auto agent = cpuserver::GuestAgent::connect(vm.runtime.paths.agent_socket, std::chrono::seconds(60));
+  cr_assert(agent.has_value(), "agent of %s: %s", vm.name.c_str(), agent ? "" : agent.error().to_string().c_str());
+  guest.agent = std::move(*agent);
   return guest;
 }
 

@@ -21,6 +21,7 @@ namespace vmpod::testing {
 struct GuestOptions {
   std::string name = "vm0";
   uint64_t memory_bytes = 256ull << 20;
+  uint64_t pod_capacity_bytes = 0;  // DRAM of each memory pod; 0: memory_bytes
   unsigned memory_pods = 2;
   unsigned compute_pods = 1;
   uint64_t local_cache_bytes = 0;
@@ -46,6 +47,9 @@ void stop_all();
 cpuserver::GuestSpec guest_spec(const GuestOptions& options);
 // Starts a cluster, boots the guest image on it, waits for its agent.
 std::unique_ptr<BootedGuest> boot_guest(const std::string& test, const GuestOptions& options);
+
+// A VM the vmm started from a snapshot, with its agent connected.
+BootedGuest attach_guest(vmm::LocalCluster* cluster, const vmm::VmRecord& vm);
 
 // Runs a command in the guest; fails the test if the agent cannot.
 cpuserver::GuestCommandResult guest_run(BootedGuest& guest, const std::string& command,

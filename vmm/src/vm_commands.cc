@@ -1,5 +1,7 @@
 #include "vm_commands.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
 
 #include <vmpod/base/histogram.h>
@@ -20,6 +22,19 @@ qapi::XVmpodLatency latency_of(const std::vector<uint64_t>& buckets) {
 std::optional<std::string> present(const std::string& text) {
   if (text.empty()) return std::nullopt;
   return text;
+}
+
+qapi::XVmpodVmInfo vm_info(const VmRecord& vm) {
+  return qapi::XVmpodVmInfo{vm.name,         schema_vm_state(vm.state),
+                            present(vm.reason), vm.compute_pod,
+                            vm.memory_pods,  vm_has_qemu(vm.state) ? vm.runtime.qemu_pid : 0,
+                            vm.qmp_endpoint, present(vm.snapshot)};
+}
+
+qapi::XVmpodSnapshotInfo snapshot_info(const SnapshotRecord& snapshot) {
+  return qapi::XVmpodSnapshotInfo{snapshot.name,        snapshot.vm,          snapshot.device_state_bytes,
+                                  snapshot.ram_bytes,   snapshot.pages,       snapshot.memory_pods,
+                                  snapshot.created_unix_ms, snapshot.clones,  present(snapshot.parent)};
 }
 
 }  // namespace
@@ -89,15 +104,45 @@ Result<qapi::XVmpodCacheInfo> VmCommands::x_vmpod_query_cache() {
 Result<qapi::XVmpodVmInfo> VmCommands::x_vmpod_query_vm() {
   auto vm = vmm_.vm(vm_);
   if (!vm) return fail(vm.error());
-  return qapi::XVmpodVmInfo{vm->name,        schema_vm_state(vm->state), present(vm->reason),
-                            vm->compute_pod, vm->memory_pods,            vm_has_qemu(vm->state) ? vm->runtime.qemu_pid : 0,
-                            vm->qmp_endpoint};
+  return vm_info(*vm);
 }
 
 Status VmCommands::x_vmpod_migrate(const qapi::XVmpodMigrateArguments& arguments) {
   auto migrated = vmm_.migrate_vm(vm_, arguments.to);
   if (!migrated) return fail(migrated.error());
   return {};
+}
+
+Result<qapi::XVmpodSnapshotInfo> VmCommands::x_vmpod_snapshot(const qapi::XVmpodSnapshotArguments& arguments) {
+  auto taken = vmm_.snapshot_vm(vm_, arguments.name, arguments.paused.value_or(false));
+  if (!taken) return fail(taken.error());
+  return snapshot_info(*taken);
+}
+
+Result<std::vector<qapi::XVmpodSnapshotInfo>> VmCommands::x_vmpod_query_snapshots() {
+  std::vector<qapi::XVmpodSnapshotInfo> out;
+  for (const SnapshotRecord& snapshot : vmm_.snapshots()) out.push_back(snapshot_info(snapshot));
+  return out;
+}
+
+Status VmCommands::x_vmpod_delete_snapshot(const qapi::XVmpodDeleteSnapshotArguments& arguments) {
+  return vmm_.delete_snapshot(arguments.name);
+}
+
+Result<std::vector<qapi::XVmpodVmInfo>> VmCommands::x_vmpod_fork(const qapi::XVmpodForkArguments& arguments) {
+  const int64_t count = arguments.count.value_or(1);
+  if (count < 1) return fail(ErrorCode::kInvalidArgument, "Parameter 'count' expects a positive number");
+  ForkRequest request;
+  request.snapshot = arguments.snapshot;
+  request.count = static_cast<unsigned>(std::min<int64_t>(count, UINT32_MAX));
+  request.name_prefix = arguments.name_prefix.value_or("");
+  request.compute_pod = arguments.compute_pod.value_or("");
+  request.paused = arguments.paused.value_or(false);
+  auto clones = vmm_.fork_snapshot(request);
+  if (!clones) return fail(clones.error());
+  std::vector<qapi::XVmpodVmInfo> out;
+  for (const VmRecord& clone : *clones) out.push_back(vm_info(clone));
+  return out;
 }
 
 }  // namespace vmpod::vmm

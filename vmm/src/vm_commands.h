@@ -20,6 +20,10 @@ class VmCommands final : public qapi::Commands {
   Result<qapi::XVmpodCacheInfo> x_vmpod_query_cache() override;
   Result<qapi::XVmpodVmInfo> x_vmpod_query_vm() override;
   Status x_vmpod_migrate(const qapi::XVmpodMigrateArguments& arguments) override;
+  Result<qapi::XVmpodSnapshotInfo> x_vmpod_snapshot(const qapi::XVmpodSnapshotArguments& arguments) override;
+  Result<std::vector<qapi::XVmpodSnapshotInfo>> x_vmpod_query_snapshots() override;
+  Status x_vmpod_delete_snapshot(const qapi::XVmpodDeleteSnapshotArguments& arguments) override;
+  Result<std::vector<qapi::XVmpodVmInfo>> x_vmpod_fork(const qapi::XVmpodForkArguments& arguments) override;
 
  private:
   Vmm& vmm_;

@@ -69,6 +69,17 @@ std::string format_vm(const qapi::XVmpodVmInfo& vm) {
   return out;
 }
 
+std::string format_snapshots(const std::vector<qapi::XVmpodSnapshotInfo>& snapshots) {
+  std::string out = fmt::format("{:<20} {:<16} {:>10} {:>10} {:>10} {:>6}  {}\n", "snapshot", "vm", "ram", "state",
+                                "frozen", "clones", "parent");
+  for (const auto& snapshot : snapshots) {
+    out += fmt::format("{:<20} {:<16} {:>10} {:>10} {:>10} {:>6}  {}\n", snapshot.name, snapshot.vm,
+                       format_bytes(snapshot.ram_bytes), format_bytes(snapshot.device_state_bytes),
+                       format_bytes(snapshot.pages * 4096), snapshot.clones, snapshot.parent.value_or("-"));
+  }
+  return out;
+}
+
 const std::vector<InfoCommand>& info_commands() {
   static const std::vector<InfoCommand> commands = {
       {"pods", "show the pods the VM runs on (vmpod)",
@@ -79,6 +90,9 @@ const std::vector<InfoCommand>& info_commands() {
        [](qapi::Commands& c) { return error_or(c.x_vmpod_query_cache(), format_cache); }},
       {"vm", "show the VM as the vmm knows it (vmpod)",
        [](qapi::Commands& c) { return error_or(c.x_vmpod_query_vm(), format_vm); }},
+      // Not `info snapshots`, which is QEMU's own (savevm on its disks).
+      {"vmpod-snapshots", "show the vmm's snapshots: device state and frozen RAM (vmpod)",
+       [](qapi::Commands& c) { return error_or(c.x_vmpod_query_snapshots(), format_snapshots); }},
   };
   return commands;
 }

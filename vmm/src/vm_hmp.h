@@ -1,5 +1,5 @@
 // The HMP face of the x-vmpod commands. `info pods`, `info memory`,
-// `info cache` and `info vm` run the same handlers as QMP and only format
+// `info cache`, `info vm` and `info vmpod-snapshots` run the same handlers as QMP and only format
 // text; `help` and `info` list them after QEMU's own lines; every other
 // line is QEMU's.
 #pragma once

@@ -16,6 +16,7 @@
 #include <vmpod/pods/rpc.h>
 
 #include "memory.pb-c.h"
+#include "snapshot_store.h"
 #include "vm_endpoint.h"
 #include "vmm_protocol.h"
 
@@ -36,11 +37,16 @@ namespace {
 constexpr auto kConnectTimeout = std::chrono::seconds(3);
 constexpr auto kWatchPeriod = std::chrono::milliseconds(300);
 constexpr auto kPingTimeout = std::chrono::seconds(2);
+// Freezing or forking a region copies no pages, but a large region's page
+// table takes a moment.
+constexpr auto kRegionCallTimeout = std::chrono::seconds(30);
+constexpr unsigned kMaxForkCount = 256;
 
 // A pod as the vmm holds it: its record and a live control connection.
 struct Pod {
   PodRecord record;
   std::unique_ptr<net::RpcClient> memory;                 // kMemory
+  std::unique_ptr<pods::RegionControl> regions;           // kMemory, over `memory`
   std::unique_ptr<cpuserver::ComputePodClient> compute;   // kCompute
   std::mutex call_mutex;  // one control call at a time per pod
 };
@@ -72,6 +78,8 @@ struct Vmm::Impl {
   // Never erased while the vmm runs: a VM's endpoint outlives its QEMUs.
   std::map<std::string, std::unique_ptr<VmEndpoint>> endpoints;
   std::vector<std::function<void(const VmEvent&)>> listeners;
+  // After `pods`: its destructor releases versions through them.
+  std::unique_ptr<SnapshotStore> snapshots;
   std::unique_ptr<net::RpcServer> control;
   PeriodicTask watcher{kWatchPeriod, [this] { watch_once(); }};
 
@@ -129,12 +137,15 @@ struct Vmm::Impl {
     return raw;
   }
 
-  // Launches the VM on its compute pod and attaches its endpoint; the VM
-  // is starting, and ends running or failed.
-  Result<VmRecord> launch(const std::string& name, VmEndpoint& endpoint, const Launch& launch) {
+  // Launches the VM on its compute pod (booting it, or from `incoming`
+  // device state and regions) and attaches its endpoint; the VM is
+  // starting, and ends running (paused if `incoming` says so) or failed.
+  Result<VmRecord> launch(const std::string& name, VmEndpoint& endpoint, const Launch& launch,
+                          const cpuserver::GuestTransfer* incoming = nullptr) {
     Result<cpuserver::GuestRuntime> runtime = [&]() -> Result<cpuserver::GuestRuntime> {
       std::lock_guard call(launch.compute->call_mutex);
       if (!launch.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
+      if (incoming) return launch.compute->compute->receive_guest(launch.guest, launch.placement, *incoming);
       return launch.compute->compute->launch(launch.guest, launch.placement);
     }();
     if (!runtime) {
@@ -146,7 +157,7 @@ struct Vmm::Impl {
       vms[name].runtime = *runtime;
     }
     endpoint.attach(*runtime, launch.compute->record.pod_id);
-    move(name, VmState::kRunning, "");
+    move(name, incoming && !incoming->running ? VmState::kPaused : VmState::kRunning, "");
     return vm(name);
   }
 
@@ -189,6 +200,7 @@ struct Vmm::Impl {
       if (!id) return fail(id.error());
       if (pod.record.pod_id.empty()) pod.record.pod_id = *id;
       pod.memory = std::move(*rpc);
+      pod.regions = std::make_unique<pods::RegionControl>(*pod.memory, kRegionCallTimeout);
     } else {
       auto client = cpuserver::ComputePodClient::connect(pod.record.control, kConnectTimeout);
       if (!client) return fail(client.error());
@@ -226,6 +238,7 @@ struct Vmm::Impl {
   // How many live VMs use each pod: placement spreads load by this count.
   std::map<std::string, unsigned> pod_load() const {
     std::map<std::string, unsigned> load;
+    for (const auto& [id, pod] : pods) load[id] = 0;
     for (const auto& [name, vm] : vms) {
       if (vm.state == VmState::kStopped || vm.state == VmState::kFailed) continue;
       ++load[vm.compute_pod];
@@ -234,27 +247,35 @@ struct Vmm::Impl {
     return load;
   }
 
-  Result<std::vector<std::shared_ptr<Pod>>> place(const VmRequest& request) {
+  // Healthy pods of one kind, least loaded first; the caller holds `mutex`.
+  std::vector<std::shared_ptr<Pod>> by_load(PodKind kind) const {
     auto load = pod_load();
-    std::vector<std::shared_ptr<Pod>> memory, compute;
+    std::vector<std::shared_ptr<Pod>> out;
     for (const auto& [id, pod] : pods) {
-      if (!pod->record.healthy) continue;
-      (pod->record.kind == PodKind::kMemory ? memory : compute).push_back(pod);
+      if (pod->record.healthy && pod->record.kind == kind) out.push_back(pod);
     }
-    auto by_load = [&](const auto& a, const auto& b) {
-      return load[a->record.pod_id] < load[b->record.pod_id];
-    };
-    std::stable_sort(memory.begin(), memory.end(), by_load);
-    std::stable_sort(compute.begin(), compute.end(), by_load);
-    if (!request.compute_pod.empty()) {
+    std::stable_sort(out.begin(), out.end(),
+                     [&](const auto& a, const auto& b) { return load[a->record.pod_id] < load[b->record.pod_id]; });
+    return out;
+  }
+
+  // The compute pod asked for, or the least loaded; the caller holds `mutex`.
+  Result<std::shared_ptr<Pod>> choose_compute(const std::string& wanted) const {
+    auto compute = by_load(PodKind::kCompute);
+    if (!wanted.empty()) {
       auto it = std::find_if(compute.begin(), compute.end(),
-                             [&](const auto& pod) { return pod->record.pod_id == request.compute_pod; });
-      if (it == compute.end()) {
-        return fail(ErrorCode::kNotFound, "no healthy compute pod '" + request.compute_pod + "'");
-      }
-      compute = {*it};
+                             [&](const auto& pod) { return pod->record.pod_id == wanted; });
+      if (it == compute.end()) return fail(ErrorCode::kNotFound, "no healthy compute pod '" + wanted + "'");
+      return *it;
     }
     if (compute.empty()) return fail(ErrorCode::kUnavailable, "no healthy compute pod");
+    return compute.front();
+  }
+
+  Result<std::vector<std::shared_ptr<Pod>>> place(const VmRequest& request) {
+    auto compute = choose_compute(request.compute_pod);
+    if (!compute) return fail(compute.error());
+    auto memory = by_load(PodKind::kMemory);
     size_t wanted = request.memory_pod_count == 0 ? memory.size() : request.memory_pod_count;
     if (memory.empty() || memory.size() < wanted) {
       return fail(ErrorCode::kUnavailable, "wanted " + std::to_string(wanted) +
@@ -265,58 +286,76 @@ struct Vmm::Impl {
     // Stripe order follows the pod ids, so a placement reads the same in `ls`.
     std::sort(memory.begin(), memory.end(),
               [](const auto& a, const auto& b) { return a->record.pod_id < b->record.pod_id; });
-    std::vector<std::shared_ptr<Pod>> chosen = {compute.front()};
+    std::vector<std::shared_ptr<Pod>> chosen = {*compute};
     chosen.insert(chosen.end(), memory.begin(), memory.end());
     return chosen;
   }
 
-  Result<VmRecord> create_vm(const VmRequest& request) {
-    const std::string& name = request.guest.name;
-    std::shared_ptr<Pod> compute;
-    cpuserver::MemoryPlacement placement;
-    std::optional<VmEvent> starting;
-    {
-      std::lock_guard lock(mutex);
-      auto existing = vms.find(name);
-      if (existing != vms.end() && existing->second.state != VmState::kStopped &&
-          existing->second.state != VmState::kFailed) {
-        return fail(ErrorCode::kAlreadyExists, "vm '" + name + "' is " +
-                                                   std::string(vm_state_name(existing->second.state)));
-      }
-      auto chosen = place(request);
-      if (!chosen) return fail(chosen.error().context("vm " + name));
-      compute = chosen->front();
-      VmRecord vm;
-      vm.name = name;
-      vm.compute_pod = compute->record.pod_id;
-      for (size_t i = 1; i < chosen->size(); ++i) {
-        vm.memory_pods.push_back((*chosen)[i]->record.pod_id);
-        placement.memory_pods.push_back((*chosen)[i]->record.control);
-      }
-      auto moved = transition(vm, VmState::kStarting, "");
-      if (!moved) return fail(moved.error());
-      starting = *moved;
-      vms[name] = vm;
+  // A name a new VM may take: unused, or a VM that ended; the caller holds `mutex`.
+  Status check_name_free(const std::string& name) const {
+    auto existing = vms.find(name);
+    if (existing != vms.end() && existing->second.state != VmState::kStopped &&
+        existing->second.state != VmState::kFailed) {
+      return fail(ErrorCode::kAlreadyExists,
+                  "vm '" + name + "' is " + std::string(vm_state_name(existing->second.state)));
     }
-    publish(*starting);
-    placement.fabric.provider = request.provider;
-    placement.stripe_bytes = request.stripe_bytes;
-    placement.local_cache_bytes = request.local_cache_bytes;
-    auto endpoint = endpoint_for(name, request.qmp_tcp);
+    return {};
+  }
+
+  // Enters a new VM as starting; the caller holds `mutex` and publishes
+  // the event it returns.
+  Result<VmEvent> add_vm(VmRecord vm) {
+    auto moved = transition(vm, VmState::kStarting, "");
+    if (!moved) return fail(moved.error());
+    vms[vm.name] = std::move(vm);
+    return *moved;
+  }
+
+  // Gives a starting VM its endpoint and remembers how it launches; on
+  // failure the VM has failed.
+  Result<VmEndpoint*> open_vm(const std::string& name, const std::string& qmp_tcp, const Launch& how) {
+    auto endpoint = endpoint_for(name, qmp_tcp);
     if (!endpoint) {
       move(name, VmState::kFailed, endpoint.error().message());
       return fail(endpoint.error().context("vm " + name));
     }
-    Launch how{compute, request.guest, placement};
+    std::lock_guard lock(mutex);
+    VmRecord& record = vms[name];
+    record.qmp_endpoint = (*endpoint)->address().path;
+    record.hmp_endpoint = (*endpoint)->hmp_address().path;
+    auto tcp = (*endpoint)->tcp_address();
+    record.qmp_tcp_endpoint = tcp ? tcp->to_string() : std::string();
+    launches[name] = how;
+    return *endpoint;
+  }
+
+  Result<VmRecord> create_vm(const VmRequest& request) {
+    const std::string& name = request.guest.name;
+    Launch how{nullptr, request.guest, {}};
+    std::optional<VmEvent> starting;
     {
       std::lock_guard lock(mutex);
-      VmRecord& record = vms[name];
-      record.qmp_endpoint = (*endpoint)->address().path;
-      record.hmp_endpoint = (*endpoint)->hmp_address().path;
-      auto tcp = (*endpoint)->tcp_address();
-      record.qmp_tcp_endpoint = tcp ? tcp->to_string() : std::string();
-      launches[name] = how;
+      if (auto free = check_name_free(name); !free) return fail(free.error());
+      auto chosen = place(request);
+      if (!chosen) return fail(chosen.error().context("vm " + name));
+      how.compute = chosen->front();
+      VmRecord vm;
+      vm.name = name;
+      vm.compute_pod = how.compute->record.pod_id;
+      for (size_t i = 1; i < chosen->size(); ++i) {
+        vm.memory_pods.push_back((*chosen)[i]->record.pod_id);
+        how.placement.memory_pods.push_back((*chosen)[i]->record.control);
+      }
+      auto added = add_vm(std::move(vm));
+      if (!added) return fail(added.error());
+      starting = *added;
     }
+    publish(*starting);
+    how.placement.fabric.provider = request.provider;
+    how.placement.stripe_bytes = request.stripe_bytes;
+    how.placement.local_cache_bytes = request.local_cache_bytes;
+    auto endpoint = open_vm(name, request.qmp_tcp, how);
+    if (!endpoint) return fail(endpoint.error());
     return launch(name, **endpoint, how);
   }
 
@@ -429,6 +468,161 @@ struct Vmm::Impl {
                  report.downtime.count() / 1000, report.total.count() / 1000);
     return report;
   }
+
+  // One control call at a time per memory pod, as for compute pods.
+  Status memory_call(const std::string& pod_id, const std::function<Status(pods::RegionControl&)>& call) {
+    std::shared_ptr<Pod> pod;
+    {
+      std::lock_guard lock(mutex);
+      auto it = pods.find(pod_id);
+      if (it == pods.end() || it->second->record.kind != PodKind::kMemory) {
+        return fail(ErrorCode::kNotFound, "no memory pod named '" + pod_id + "'");
+      }
+      pod = it->second;
+    }
+    std::lock_guard call_lock(pod->call_mutex);
+    if (!pod->regions || !pod->memory->connected()) {
+      return fail(ErrorCode::kUnavailable, "memory pod " + pod_id + " not connected");
+    }
+    return call(*pod->regions);
+  }
+
+  Result<SnapshotRecord> snapshot_vm(const std::string& name, const std::string& snapshot, bool stay_paused) {
+    VMPOD_TRY_CTX(snapshots->check_new_name(snapshot), "snapshot");
+    Launch how;
+    {
+      std::lock_guard lock(mutex);
+      auto it = launches.find(name);
+      if (it == launches.end()) return fail(ErrorCode::kNotFound, "no vm named '" + name + "'");
+      how = it->second;
+    }
+    auto current = vm(name);
+    if (!current) return fail(current.error());
+    const VmState resume_as = current->state;
+    VMPOD_TRY_CTX(check_transition(resume_as, VmState::kSnapshotting), "snapshot " + name);
+    move(name, VmState::kSnapshotting, snapshot);
+    auto compute_call = [&](auto call) {
+      std::lock_guard lock(how.compute->call_mutex);
+      using R = decltype(call(*how.compute->compute));
+      if (!how.compute->compute) return R(fail(ErrorCode::kUnavailable, "compute pod not connected"));
+      return call(*how.compute->compute);
+    };
+    auto sent = compute_call([&](cpuserver::ComputePodClient& pod) { return pod.send_guest(name); });
+    if (!sent) {
+      move(name, resume_as, "snapshot " + snapshot + " failed: " + sent.error().message());
+      return fail(sent.error().context("snapshot " + name));
+    }
+    SnapshotRecord record;
+    record.name = snapshot;
+    record.vm = name;
+    record.parent = current->snapshot;
+    record.memory_pods = current->memory_pods;
+    record.created_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch()).count();
+    auto taken = snapshots->take(record, how.guest, how.placement, *sent);
+    // The guest runs on where it was (QEMU resumes only if it was running).
+    Status resumed = stay_paused ? Status{}
+                                 : compute_call([&](cpuserver::ComputePodClient& pod) { return pod.cancel_send(name); });
+    std::string reason = taken ? "snapshot " + snapshot : "snapshot " + snapshot + " failed: " + taken.error().message();
+    if (!resumed) {
+      spdlog::error("vm {}: resuming after snapshot {}: {}", name, snapshot, resumed.error().to_string());
+      reason += "; not resumed: " + resumed.error().message();
+    }
+    move(name, stay_paused || !resumed ? VmState::kPaused : resume_as, reason);
+    if (!taken) return fail(taken.error());
+    spdlog::info("vm {}: snapshot {}: {} bytes of device state, {} pages frozen", name, snapshot,
+                 taken->device_state_bytes, taken->pages);
+    return *taken;
+  }
+
+  std::vector<SnapshotRecord> snapshot_list() const {
+    auto list = snapshots->list();
+    std::lock_guard lock(mutex);
+    for (SnapshotRecord& record : list) {
+      record.clones = static_cast<unsigned>(std::count_if(vms.begin(), vms.end(), [&](const auto& entry) {
+        const VmRecord& vm = entry.second;
+        return vm.snapshot == record.name && vm.state != VmState::kStopped && vm.state != VmState::kFailed;
+      }));
+    }
+    return list;
+  }
+
+  Result<SnapshotRecord> snapshot_record(const std::string& name) const {
+    for (SnapshotRecord& record : snapshot_list()) {
+      if (record.name == name) return record;
+    }
+    return fail(ErrorCode::kNotFound, "no snapshot named '" + name + "'");
+  }
+
+  Result<std::vector<VmRecord>> fork_snapshot(const ForkRequest& request) {
+    auto snapshot = snapshots->find(request.snapshot);
+    if (!snapshot) return fail(snapshot.error());
+    if (request.count == 0 || request.count > kMaxForkCount) {
+      return fail(ErrorCode::kInvalidArgument, "fork: count must be 1 to " + std::to_string(kMaxForkCount));
+    }
+    const std::string prefix = request.name_prefix.empty() ? request.snapshot : request.name_prefix;
+    std::vector<VmRecord> clones;
+    for (unsigned i = 0; i < request.count; ++i) {
+      auto clone = fork_one(*snapshot, prefix, request);
+      if (!clone) {
+        std::string started;
+        for (const VmRecord& vm : clones) started += (started.empty() ? "" : ", ") + vm.name;
+        return fail(clones.empty() ? clone.error() : clone.error().context("clones started before: " + started));
+      }
+      clones.push_back(*clone);
+    }
+    return clones;
+  }
+
+  // The lowest PREFIX-N that names no live VM; the caller holds `mutex`.
+  std::string free_clone_name(const std::string& prefix) const {
+    for (unsigned n = 0;; ++n) {
+      std::string name = prefix + "-" + std::to_string(n);
+      if (check_name_free(name)) return name;
+    }
+  }
+
+  Result<VmRecord> fork_one(const Snapshot& snapshot, const std::string& prefix, const ForkRequest& request) {
+    Launch how{nullptr, snapshot.guest, snapshot.placement};
+    std::optional<VmEvent> starting;
+    {
+      std::lock_guard lock(mutex);
+      for (const std::string& pod_id : snapshot.record.memory_pods) {
+        auto pod = pods.find(pod_id);
+        if (pod == pods.end() || !pod->second->record.healthy) {
+          return fail(ErrorCode::kUnavailable, "fork: memory pod " + pod_id + " of snapshot " + snapshot.record.name +
+                                                   " is not healthy");
+        }
+      }
+      auto compute = choose_compute(request.compute_pod);
+      if (!compute) return fail(compute.error().context("fork"));
+      how.compute = *compute;
+      how.guest.name = free_clone_name(prefix);
+      VmRecord vm;
+      vm.name = how.guest.name;
+      vm.compute_pod = how.compute->record.pod_id;
+      vm.memory_pods = snapshot.record.memory_pods;
+      vm.snapshot = snapshot.record.name;
+      auto added = add_vm(std::move(vm));
+      if (!added) return fail(added.error());
+      starting = *added;
+    }
+    const std::string& name = how.guest.name;
+    publish(*starting);
+    auto endpoint = open_vm(name, "", how);
+    if (!endpoint) return fail(endpoint.error());
+    auto transfer = snapshots->fork(snapshot, "vmm/" + name, !request.paused);
+    if (!transfer) {
+      move(name, VmState::kFailed, transfer.error().message());
+      return fail(transfer.error().context("vm " + name));
+    }
+    auto clone = launch(name, **endpoint, how, &*transfer);
+    // A compute pod that could not start the clone left its regions alone.
+    if (!clone) snapshots->delete_regions(snapshot, transfer->ram);
+    return clone;
+  }
+
+  Status delete_snapshot(const std::string& name) { return snapshots->remove(name); }
 
   Result<VmRecord> vm(const std::string& name) const {
     std::lock_guard lock(mutex);
@@ -596,6 +790,29 @@ struct Vmm::Impl {
         if (!migrated) return fail(migrated.error());
         return pack_migration(*migrated);
       }
+      case MessageType::kVmmSnapshotVm: {
+        auto request = net::unpack<Vmpod__Pods__SnapshotVmRequest>(vmpod__pods__snapshot_vm_request__descriptor,
+                                                                    frame.body);
+        if (!request) return fail(request.error());
+        auto taken = snapshot_vm((*request)->vm, (*request)->snapshot, (*request)->paused);
+        if (!taken) return fail(taken.error());
+        return pack_snapshot_list({*taken});
+      }
+      case MessageType::kVmmForkSnapshot: {
+        auto request = fork_request_from(frame.body);
+        if (!request) return fail(request.error());
+        auto clones = fork_snapshot(*request);
+        if (!clones) return fail(clones.error());
+        return pack_vm_list(*clones);
+      }
+      case MessageType::kVmmListSnapshots: return pack_snapshot_list(snapshot_list());
+      case MessageType::kVmmDeleteSnapshot: {
+        auto parsed = named(frame, name);
+        if (!parsed) return parsed;
+        auto deleted = delete_snapshot(name);
+        if (!deleted) return fail(deleted.error());
+        return pods::empty_message();
+      }
       case MessageType::kVmmDropCache: {
         auto parsed = named(frame, name);
         if (!parsed) return parsed;
@@ -626,6 +843,11 @@ Result<std::unique_ptr<Vmm>> Vmm::start(const VmmConfig& config) {
     if (!registered) return fail(registered.error().context("vmm"));
   }
   Impl* raw = impl.get();
+  impl->snapshots = std::make_unique<SnapshotStore>(
+      config.run_dir + "/snapshots",
+      [raw](const std::string& pod_id, const std::function<Status(pods::RegionControl&)>& call) {
+        return raw->memory_call(pod_id, call);
+      });
   auto control = net::RpcServer::start(
       config.control, [raw](const net::Frame& frame, const net::PeerInfo&) { return raw->handle(frame); });
   if (!control) return fail(control.error().context("vmm"));
@@ -643,6 +865,7 @@ Vmm::~Vmm() {
     auto stopped = impl_->stop_vm(vm.name);
     if (!stopped) spdlog::warn("vmm: stopping {}: {}", vm.name, stopped.error().to_string());
   }
+  impl_->snapshots.reset();
 }
 
 const net::SocketAddress& Vmm::control_address() const { return impl_->control->address(); }
@@ -654,6 +877,13 @@ Result<VmRecord> Vmm::restart_vm(const std::string& name) { return impl_->restar
 Result<MigrationReport> Vmm::migrate_vm(const std::string& name, const std::string& to_compute_pod) {
   return impl_->migrate_vm(name, to_compute_pod);
 }
+Result<SnapshotRecord> Vmm::snapshot_vm(const std::string& name, const std::string& snapshot, bool stay_paused) {
+  return impl_->snapshot_vm(name, snapshot, stay_paused);
+}
+Result<std::vector<VmRecord>> Vmm::fork_snapshot(const ForkRequest& request) { return impl_->fork_snapshot(request); }
+std::vector<SnapshotRecord> Vmm::snapshots() const { return impl_->snapshot_list(); }
+Result<SnapshotRecord> Vmm::snapshot(const std::string& name) const { return impl_->snapshot_record(name); }
+Status Vmm::delete_snapshot(const std::string& name) { return impl_->delete_snapshot(name); }
 Result<VmRecord> Vmm::vm(const std::string& name) const { return impl_->vm(name); }
 std::vector<VmRecord> Vmm::vms() const { return impl_->all_vms(); }
 

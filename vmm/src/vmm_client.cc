@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include <vmpod/net/message.h>
 #include <vmpod/pods/protocol.h>
 #include <vmpod/pods/rpc.h>
@@ -15,8 +17,9 @@ namespace {
 // Creating a VM mounts podfs and starts QEMU: it may take a while.
 constexpr auto kCallTimeout = std::chrono::seconds(90);
 
-Result<std::string> call(net::RpcClient& rpc, MessageType type, std::string body) {
-  auto reply = rpc.call(pods::wire(type), std::move(body), kCallTimeout);
+Result<std::string> call(net::RpcClient& rpc, MessageType type, std::string body,
+                         std::chrono::milliseconds timeout = kCallTimeout) {
+  auto reply = rpc.call(pods::wire(type), std::move(body), timeout);
   if (!reply) return fail(reply.error().context(pods::message_type_name(pods::wire(type))));
   return reply;
 }
@@ -95,6 +98,46 @@ Result<MigrationReport> VmmClient::migrate_vm(const std::string& name, const std
   auto reply = call(*rpc_, MessageType::kVmmMigrateVm, net::pack_message(request.base));
   if (!reply) return fail(reply.error());
   return migration_from(*reply);
+}
+
+Result<SnapshotRecord> VmmClient::snapshot_vm(const std::string& name, const std::string& snapshot,
+                                              bool stay_paused) {
+  Vmpod__Pods__SnapshotVmRequest request = VMPOD__PODS__SNAPSHOT_VM_REQUEST__INIT;
+  request.vm = const_cast<char*>(name.c_str());
+  request.snapshot = const_cast<char*>(snapshot.c_str());
+  request.paused = stay_paused;
+  auto reply = call(*rpc_, MessageType::kVmmSnapshotVm, net::pack_message(request.base));
+  if (!reply) return fail(reply.error());
+  return only(snapshot_list_from(*reply));
+}
+
+Result<std::vector<VmRecord>> VmmClient::fork_snapshot(const ForkRequest& request) {
+  // Clones start one after another, each like a VM.
+  auto reply = call(*rpc_, MessageType::kVmmForkSnapshot, pack_fork_request(request),
+                    kCallTimeout * std::max(1u, request.count));
+  if (!reply) return fail(reply.error());
+  return vm_list_from(*reply);
+}
+
+Result<std::vector<SnapshotRecord>> VmmClient::snapshots() {
+  auto reply = call(*rpc_, MessageType::kVmmListSnapshots, pods::empty_message());
+  if (!reply) return fail(reply.error());
+  return snapshot_list_from(*reply);
+}
+
+Result<SnapshotRecord> VmmClient::snapshot(const std::string& name) {
+  auto all = snapshots();
+  if (!all) return fail(all.error());
+  for (auto& snapshot : *all) {
+    if (snapshot.name == name) return snapshot;
+  }
+  return fail(ErrorCode::kNotFound, "no snapshot named '" + name + "'");
+}
+
+Status VmmClient::delete_snapshot(const std::string& name) {
+  auto reply = call(*rpc_, MessageType::kVmmDeleteSnapshot, name_body(name));
+  if (!reply) return fail(reply.error());
+  return {};
 }
 
 Status VmmClient::drop_cache(const std::string& name) {

@@ -23,6 +23,7 @@ struct VmInfoMessage {
     message.qmp_endpoint = c_str(vm_.qmp_endpoint);
     message.hmp_endpoint = c_str(vm_.hmp_endpoint);
     message.qmp_tcp_endpoint = c_str(vm_.qmp_tcp_endpoint);
+    message.snapshot = c_str(vm_.snapshot);
   }
   VmInfoMessage(const VmInfoMessage&) = delete;
   VmInfoMessage& operator=(const VmInfoMessage&) = delete;
@@ -32,6 +33,30 @@ struct VmInfoMessage {
   VmRecord vm_;
   std::string state_;
   cpuserver::RuntimeMessage runtime_;
+  std::vector<char*> pods_;
+};
+
+// Holds everything a SnapshotInfo message points into; never moved.
+struct SnapshotInfoMessage {
+  explicit SnapshotInfoMessage(const SnapshotRecord& snapshot) : snapshot_(snapshot) {
+    for (const auto& pod : snapshot_.memory_pods) pods_.push_back(c_str(pod));
+    message.name = c_str(snapshot_.name);
+    message.vm = c_str(snapshot_.vm);
+    message.parent = c_str(snapshot_.parent);
+    message.device_state_bytes = snapshot_.device_state_bytes;
+    message.ram_bytes = snapshot_.ram_bytes;
+    message.pages = snapshot_.pages;
+    message.n_memory_pods = pods_.size();
+    message.memory_pods = pods_.data();
+    message.created_unix_ms = snapshot_.created_unix_ms;
+    message.clones = snapshot_.clones;
+  }
+  SnapshotInfoMessage(const SnapshotInfoMessage&) = delete;
+  SnapshotInfoMessage& operator=(const SnapshotInfoMessage&) = delete;
+  Vmpod__Pods__SnapshotInfo message = VMPOD__PODS__SNAPSHOT_INFO__INIT;
+
+ private:
+  SnapshotRecord snapshot_;
   std::vector<char*> pods_;
 };
 
@@ -129,6 +154,7 @@ Result<std::vector<VmRecord>> vm_list_from(std::string_view body) {
     vm.qmp_endpoint = info->qmp_endpoint;
     vm.hmp_endpoint = info->hmp_endpoint;
     vm.qmp_tcp_endpoint = info->qmp_tcp_endpoint;
+    vm.snapshot = info->snapshot;
     for (size_t j = 0; j < info->n_memory_pods; ++j) vm.memory_pods.push_back(info->memory_pods[j]);
     if (info->runtime != nullptr) {
       auto runtime = cpuserver::runtime_from(info->runtime);
@@ -161,6 +187,59 @@ Result<MigrationReport> migration_from(std::string_view body) {
   if (!vms) return fail(vms.error());
   return MigrationReport{vms->front(), std::chrono::microseconds((*reply)->downtime_us),
                          std::chrono::microseconds((*reply)->total_us)};
+}
+
+std::string pack_snapshot_list(const std::vector<SnapshotRecord>& snapshots) {
+  std::deque<SnapshotInfoMessage> messages;
+  std::vector<Vmpod__Pods__SnapshotInfo*> pointers;
+  for (const auto& snapshot : snapshots) pointers.push_back(&messages.emplace_back(snapshot).message);
+  Vmpod__Pods__SnapshotList list = VMPOD__PODS__SNAPSHOT_LIST__INIT;
+  list.n_snapshots = pointers.size();
+  list.snapshots = pointers.data();
+  return net::pack_message(list.base);
+}
+
+Result<std::vector<SnapshotRecord>> snapshot_list_from(std::string_view body) {
+  auto message = net::unpack<Vmpod__Pods__SnapshotList>(vmpod__pods__snapshot_list__descriptor, body);
+  if (!message) return fail(message.error());
+  std::vector<SnapshotRecord> out;
+  for (size_t i = 0; i < (*message)->n_snapshots; ++i) {
+    const Vmpod__Pods__SnapshotInfo* info = (*message)->snapshots[i];
+    SnapshotRecord snapshot;
+    snapshot.name = info->name;
+    snapshot.vm = info->vm;
+    snapshot.parent = info->parent;
+    snapshot.device_state_bytes = info->device_state_bytes;
+    snapshot.ram_bytes = info->ram_bytes;
+    snapshot.pages = info->pages;
+    for (size_t j = 0; j < info->n_memory_pods; ++j) snapshot.memory_pods.push_back(info->memory_pods[j]);
+    snapshot.created_unix_ms = info->created_unix_ms;
+    snapshot.clones = info->clones;
+    out.push_back(std::move(snapshot));
+  }
+  return out;
+}
+
+std::string pack_fork_request(const ForkRequest& request) {
+  Vmpod__Pods__ForkSnapshotRequest message = VMPOD__PODS__FORK_SNAPSHOT_REQUEST__INIT;
+  message.snapshot = c_str(request.snapshot);
+  message.count = request.count;
+  message.name_prefix = c_str(request.name_prefix);
+  message.compute_pod = c_str(request.compute_pod);
+  message.paused = request.paused;
+  return net::pack_message(message.base);
+}
+
+Result<ForkRequest> fork_request_from(std::string_view body) {
+  auto message = net::unpack<Vmpod__Pods__ForkSnapshotRequest>(vmpod__pods__fork_snapshot_request__descriptor, body);
+  if (!message) return fail(message.error());
+  ForkRequest request;
+  request.snapshot = (*message)->snapshot;
+  request.count = (*message)->count;
+  request.name_prefix = (*message)->name_prefix;
+  request.compute_pod = (*message)->compute_pod;
+  request.paused = (*message)->paused;
+  return request;
 }
 
 }  // namespace vmpod::vmm

@@ -35,4 +35,9 @@ std::string pack_migration(const MigrationReport& report);
 Result<MigrationReport> migration_from(std::string_view body);
 Result<std::vector<VmRecord>> vm_list_from(std::string_view body);
 
+std::string pack_snapshot_list(const std::vector<SnapshotRecord>& snapshots);
+Result<std::vector<SnapshotRecord>> snapshot_list_from(std::string_view body);
+std::string pack_fork_request(const ForkRequest& request);
+Result<ForkRequest> fork_request_from(std::string_view body);
+
 }  // namespace vmpod::vmm

@@ -18,27 +18,9 @@
 #include <vmpod/pods/memory_stats.h>
 #include <vmpod/pods/page_protocol.h>
 #include <vmpod/pods/protocol.h>
+#include <vmpod/pods/region_control.h>
 
 namespace vmpod::pods {
-
-struct RegionHandle {
-  uint64_t id = 0;
-  RegionToken token{};
-};
-
-// A frozen version of a region: whoever holds its token can fork from it,
-// describe it and release it; no one can write it.
-struct VersionHandle {
-  uint64_t id = 0;
-  RegionToken token{};
-};
-
-struct VersionDescription {
-  VersionHandle version;
-  uint64_t size = 0;    // the region's size in bytes when it was frozen
-  uint64_t pages = 0;   // held by the version's own layer
-  uint64_t parent = 0;  // the version its region was frozen or forked from, or 0
-};
 
 class MemoryPodClient {
  public:
@@ -67,18 +49,15 @@ class MemoryPodClient {
   const std::string& pod_id() const { return pod_id_; }
   const net::SocketAddress& control_address() const { return control_address_; }
 
+  // RegionControl's calls, over this client's control connection; they
+  // fail at once once the pod is lost.
   Result<RegionHandle> create_region(uint64_t size, const std::string& owner);
   Status resize_region(const RegionHandle& region, uint64_t size);
   Status delete_region(const RegionHandle& region);
-  // Copy-on-write versions. A freeze makes the region's current pages a
-  // version; the region's later writes do not change it. A fork is a new
-  // region that reads through to a version until it writes.
   Result<VersionDescription> freeze_region(const RegionHandle& region);
   Result<RegionHandle> fork_region(const VersionHandle& version, const std::string& owner);
   Status release_version(const VersionHandle& version);
   Result<VersionDescription> describe_version(const VersionHandle& version);
-
-  // The pod's counters; region_pages sums the pages held by `regions`.
   Result<MemoryPodStats> stats(std::span<const RegionHandle> regions = {});
 
   // Page I/O over the fabric; offset and length in bytes, at most kMaxPageIo.
@@ -108,9 +87,11 @@ class MemoryPodClient {
   Result<PendingPageIo> start_page_call(PageOp op, const RegionHandle& region, uint64_t offset,
                                         uint64_t length, std::span<const iovec> data);
   Status check_alive() const;
-  // A control call answered with a region, or with a version.
-  Result<RegionHandle> region_call(MessageType type, const ProtobufCMessage& request);
-  Result<VersionDescription> version_call(MessageType type, const ProtobufCMessage& request);
+  template <class T>
+  Result<T> with_pod(Result<T> result) const {
+    if (!result) return fail(result.error().context("memory pod " + pod_id_));
+    return result;
+  }
   void watch();
   void mark_lost(std::string reason);
 
@@ -118,6 +99,7 @@ class MemoryPodClient {
   net::SocketAddress control_address_;
   std::string pod_id_;
   std::unique_ptr<net::RpcClient> control_;
+  std::unique_ptr<RegionControl> regions_;  // over control_
   std::unique_ptr<net::FabricClient> fabric_;
   std::atomic<bool> lost_{false};
   std::atomic<bool> stopping_{false};

@@ -39,6 +39,10 @@ enum class MessageType : uint16_t {
   kVmmDropCache = 0x0307,
   kVmmRestartVm = 0x0308,
   kVmmMigrateVm = 0x0309,
+  kVmmSnapshotVm = 0x030a,
+  kVmmForkSnapshot = 0x030b,
+  kVmmListSnapshots = 0x030c,
+  kVmmDeleteSnapshot = 0x030d,
 };
 
 constexpr uint16_t wire(MessageType type) { return static_cast<uint16_t>(type); }

@@ -50,6 +50,7 @@ struct VmRecord {
   std::string qmp_endpoint;  // the VM's QMP socket, which outlives its QEMU
   std::string hmp_endpoint;  // its HMP text socket, likewise
   std::string qmp_tcp_endpoint;  // "tcp:HOST:PORT" when asked for, else empty
+  std::string snapshot;  // the snapshot it was forked from, if any
 };
 
 // How a migration went: the VM where it is now, and the time its vCPUs did
@@ -59,6 +60,30 @@ struct MigrationReport {
   VmRecord vm;
   std::chrono::microseconds downtime{0};
   std::chrono::microseconds total{0};
+};
+
+// A snapshot: a VM's device state, saved by QEMU without its RAM, and
+// frozen versions of the VM's regions on its memory pods. Forks of it are
+// new VMs on copy-on-write regions over those versions.
+struct SnapshotRecord {
+  std::string name;
+  std::string vm;        // the VM it was taken of
+  std::string parent;    // the snapshot that VM was forked from, if any
+  uint64_t device_state_bytes = 0;
+  uint64_t ram_bytes = 0;
+  uint64_t pages = 0;    // held by the frozen versions themselves, over all memory pods
+  std::vector<std::string> memory_pods;  // where the versions are, in stripe order
+  int64_t created_unix_ms = 0;
+  unsigned clones = 0;   // live VMs forked from it
+};
+
+struct ForkRequest {
+  std::string snapshot;
+  unsigned count = 1;
+  // Clones are PREFIX-N with the lowest N not taken; empty: the snapshot's name.
+  std::string name_prefix;
+  std::string compute_pod;  // empty: the vmm chooses, per clone
+  bool paused = false;      // the clones' vCPUs wait for `cont`
 };
 
 struct VmEvent {
@@ -94,6 +119,18 @@ class Vmm {
   // endpoint stays; its clients see X_VMPOD_BACKEND_CHANGED. If any step
   // fails, the VM goes on where it was.
   Result<MigrationReport> migrate_vm(const std::string& name, const std::string& to_compute_pod);
+  // Pauses the VM, writes its dirty pages back, saves its device state and
+  // freezes its regions; it then runs on (or stays paused when asked).
+  Result<SnapshotRecord> snapshot_vm(const std::string& name, const std::string& snapshot, bool stay_paused);
+  // Starts the clones one after another; each runs once its fork returns.
+  // A clone that fails to start leaves nothing behind, and the clones
+  // already started keep running.
+  Result<std::vector<VmRecord>> fork_snapshot(const ForkRequest& request);
+  std::vector<SnapshotRecord> snapshots() const;
+  Result<SnapshotRecord> snapshot(const std::string& name) const;
+  // Releases the snapshot's versions: their pages go back to the memory
+  // pods once no clone reads through them.
+  Status delete_snapshot(const std::string& name);
   Status drop_cache(const std::string& name);
   Result<VmRecord> vm(const std::string& name) const;
   std::vector<VmRecord> vms() const;
@@ -120,6 +157,11 @@ class VmmClient {
   Status stop_vm(const std::string& name);
   Result<VmRecord> restart_vm(const std::string& name);
   Result<MigrationReport> migrate_vm(const std::string& name, const std::string& to_compute_pod);
+  Result<SnapshotRecord> snapshot_vm(const std::string& name, const std::string& snapshot, bool stay_paused);
+  Result<std::vector<VmRecord>> fork_snapshot(const ForkRequest& request);
+  Result<std::vector<SnapshotRecord>> snapshots();
+  Result<SnapshotRecord> snapshot(const std::string& name);
+  Status delete_snapshot(const std::string& name);
   Status drop_cache(const std::string& name);
   Result<std::vector<VmRecord>> vms();
   Result<VmRecord> vm(const std::string& name);
