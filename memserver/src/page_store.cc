@@ -259,6 +259,15 @@ class PageStore::Layer {
     }
   }
 
+  // Hands this layer's pages to the writable layer above it, which hides
+  // them where it has its own, and returns the layer below: for a region
+  // that is this layer's only reader (see Region::absorb_base).
+  std::shared_ptr<Layer> merge_into(PageMap& upper) {
+    std::unique_lock lock(mutex_);
+    upper.absorb(pages_);
+    return std::move(below_);
+  }
+
  private:
   mutable std::shared_mutex mutex_;
   PageMap pages_;
@@ -340,6 +349,19 @@ class PageStore::Region {
     deleted_ = true;
     top_.drop_from(0);
     base_.reset();
+  }
+
+  // True when nothing but this region reads its frozen base: the last
+  // version on it was released and no fork reads it.
+  bool sole_user_of_base() const { return base_ && base_.use_count() == 1; }
+
+  // Merges the base into the writable layer, so a snapshot that is gone
+  // costs neither a layer on every read nor the pages this region has
+  // rewritten since. The caller holds the region's lock exclusively and
+  // checked sole_user_of_base(): no one else can see the difference.
+  void absorb_base() {
+    std::shared_ptr<Layer> base = std::move(base_);
+    base_ = base->merge_into(top_);
   }
 
   // The writable layer becomes a frozen one, which the region and the new
@@ -691,7 +713,8 @@ void PageStore::flatten() {
   for (const auto& region : all) {
     std::shared_ptr<Layer> layer;
     {
-      std::shared_lock lock(region->mutex());
+      std::unique_lock lock(region->mutex());
+      while (region->sole_user_of_base()) region->absorb_base();
       layer = region->base();
     }
     // below() is read without the layer's lock: only a flattening pass

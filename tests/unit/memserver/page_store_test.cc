@@ -816,7 +816,39 @@ Test(versions, held_versions_keep_their_layers) {
   }
   for (const auto& v : held_versions) release(store, v);
   store.flatten();
-  cr_expect_eq(layers(store, r), 2u);
+  cr_expect_eq(layers(store, r), 1u, "with no version left the region is one layer again");
+}
+
+// A snapshot deleted while its VM runs on: the frozen pages merge into the
+// region's own, and the ones it has rewritten since go back to the pool.
+Test(versions, a_released_version_merges_into_its_region) {
+  PageStore store(64 * kPage);
+  RegionInfo r = create(store, 8 * kPage);
+  for (uint32_t i = 0; i < 4; ++i) write(store, r, i * kPage, pattern(kPage, i));
+  VersionInfo v = freeze(store, r);
+  write(store, r, 0, pattern(kPage, 50));                 // rewritten
+  write(store, r, kPage, std::vector<std::byte>(kPage));  // zeroed: a tombstone over the frozen page
+  write(store, r, 5 * kPage, pattern(kPage, 55));         // new
+  RegionInfo f = fork(store, v);
+  release(store, v);
+  store.flatten();
+  cr_expect_eq(layers(store, r), 2u, "the fork still reads the frozen layer");
+  cr_expect(store.delete_region(f.id, f.token).has_value());
+  store.flatten();
+  cr_expect_eq(layers(store, r), 1u);
+  cr_expect(read(store, r, 0, kPage) == pattern(kPage, 50));
+  cr_expect(all_zero(read(store, r, kPage, kPage)));
+  cr_expect(read(store, r, 2 * kPage, 2 * kPage) == [] {
+    auto both = pattern(kPage, 2);
+    auto third = pattern(kPage, 3);
+    both.insert(both.end(), third.begin(), third.end());
+    return both;
+  }());
+  cr_expect(read(store, r, 5 * kPage, kPage) == pattern(kPage, 55));
+  auto info = store.region_info(r.id, r.token);
+  cr_assert(info.has_value());
+  cr_expect_eq(store.stats().pages_held, info->pages_held, "nothing is held below the region");
+  cr_expect_eq(store.stats().pages_held, 4u, "pages 0, 2, 3 and 5");
 }
 
 Test(versions, zero_writes_hide_the_frozen_page) {

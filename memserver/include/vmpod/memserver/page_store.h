@@ -110,7 +110,7 @@ class PageStore {
   Result<VersionInfo> version_info(uint64_t version, const RegionToken& token) const;
 
   // Merges every frozen layer that only one layer reads through into that
-  // layer. A background thread runs it after each freeze, release, and
+  // layer, a region's writable one included. A background thread runs it after each freeze, release, and
   // delete of a region that had versions (what can leave a layer with one
   // user); tests call it to flatten at a known point.
   void flatten();
