@@ -24,6 +24,9 @@
 #include <vmpod/cpuserver/podfs_cache.h>
 #include <vmpod/cpuserver/stripe_layout.h>
 
+#include "prefetcher.h"
+#include "read_recorder.h"
+
 namespace vmpod::cpuserver {
 
 namespace {
@@ -151,13 +154,33 @@ struct Podfs::Impl {
       evictions{0}, bytes_evicted{0}, io_errors{0};
   LatencyHistogram read_latency, write_latency;
 
-  Impl(const PodfsConfig& c, StripeLayout l) : config(c), layout(l), cache(c.local_cache_bytes) {}
+  ReadRecorder recorder;
+  Prefetcher prefetcher;  // last: its threads use the members above
+
+  Impl(const PodfsConfig& c, StripeLayout l)
+      : config(c), layout(l), cache(c.local_cache_bytes),
+        prefetcher(c.mountpoint, cache, [this](uint64_t ino) { return has_name(ino); }) {}
 
   static Impl* of(fuse_req_t req) { return static_cast<Impl*>(fuse_req_userdata(req)); }
 
   Node* find(fuse_ino_t ino) {
     auto it = nodes.find(ino);
     return it == nodes.end() ? nullptr : it->second.get();
+  }
+
+  // The regular file `name` in the root directory, or null; under `mutex`.
+  const Node* root_file(const std::string& name) const {
+    const Node& root = *nodes.at(FUSE_ROOT_ID);
+    auto child = root.children.find(name);
+    if (child == root.children.end()) return nullptr;
+    const Node* node = nodes.at(child->second).get();
+    return node->data ? node : nullptr;
+  }
+
+  bool has_name(fuse_ino_t ino) {
+    std::lock_guard lock(mutex);
+    Node* node = find(ino);
+    return node != nullptr && node->nlink > 0;
   }
 
   struct stat attr_of(const Node& node) const {
@@ -645,6 +668,9 @@ struct Podfs::Impl {
     uint64_t offset = static_cast<uint64_t>(off);
     if (offset >= file_size) return (void)fuse_reply_buf(req, nullptr, 0);
     size = std::min<uint64_t>({size, file_size - offset, kMaxIo});
+    pid_t requester = fuse_req_ctx(req)->pid;
+    bool for_prefetch = self->prefetcher.issued_by(requester);
+    if (!for_prefetch) self->recorder.saw_read(ino, offset, size, file_size);
     self->wait_for_room();
     FetchedRead fetched;
     Status status = self->fetch(*data, offset, size, fetched);
@@ -656,7 +682,11 @@ struct Podfs::Impl {
     self->reads.fetch_add(1, std::memory_order_relaxed);
     self->bytes_read.fetch_add(size, std::memory_order_relaxed);
     if (!fetched.remote) self->zero_reads.fetch_add(1, std::memory_order_relaxed);
-    self->cache.fetched(ino, offset, size);
+    if (for_prefetch) {
+      self->prefetcher.fetched(requester, ino, offset, size);
+    } else {
+      self->cache.fetched(ino, offset, size);
+    }
     if (self->cache.over_limit()) self->evict_wake.notify_one();
     // Straight from the receive buffers into the page cache: the kernel's
     // copy is the only one on this side.
@@ -842,6 +872,11 @@ Result<std::unique_ptr<Podfs>> Podfs::mount(const PodfsConfig& config) {
     return fail(ErrorCode::kInvalidArgument,
                 config.null_store ? "podfs: a null store has no memory pods" : "podfs: no memory pods");
   }
+  if (config.max_threads < 2 * Prefetcher::kThreads) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("podfs: {} FUSE threads leave too few beside {} prefetch threads",
+                            config.max_threads, Prefetcher::kThreads));
+  }
   auto layout = StripeLayout::create(std::max<size_t>(1, config.memory_pods.size()), config.stripe_bytes);
   if (!layout) return fail(layout.error().context("podfs"));
   auto impl = std::make_unique<Impl>(config, *layout);
@@ -896,6 +931,9 @@ Result<std::unique_ptr<Podfs>> Podfs::mount(const PodfsConfig& config) {
 }
 
 Podfs::~Podfs() {
+  // First, while the session still answers the READs its threads wait for
+  // and before the unmount waits for the files they hold open.
+  impl_->prefetcher.stop();
   {
     std::lock_guard lock(impl_->evict_mutex);
     impl_->stopping = true;
@@ -962,6 +1000,11 @@ PodfsStats Podfs::stats() const {
   s.io_errors = impl_->io_errors.load();
   s.read_latency = impl_->read_latency.snapshot();
   s.write_latency = impl_->write_latency.snapshot();
+  Prefetcher::Counters prefetch = impl_->prefetcher.counters();
+  s.prefetched_bytes = prefetch.bytes;
+  s.prefetch_extents = prefetch.extents;
+  s.prefetch_skipped = prefetch.skipped;
+  s.prefetch_abandoned = prefetch.abandoned;
   return s;
 }
 
@@ -992,10 +1035,8 @@ std::optional<std::string> Podfs::failure() const {
 
 Result<FileRegions> Podfs::file_regions(const std::string& name) const {
   std::lock_guard lock(impl_->mutex);
-  const Node* root = impl_->find(FUSE_ROOT_ID);
-  auto child = root->children.find(name);
-  const Node* node = child == root->children.end() ? nullptr : impl_->find(child->second);
-  if (node == nullptr || !node->data) return fail(ErrorCode::kNotFound, "podfs: no file named '" + name + "'");
+  const Node* node = impl_->root_file(name);
+  if (node == nullptr) return fail(ErrorCode::kNotFound, "podfs: no file named '" + name + "'");
   return FileRegions{node->size, node->data->regions};
 }
 
@@ -1022,5 +1063,38 @@ Status Podfs::adopt_file(const std::string& name, const FileRegions& file) {
 }
 
 void Podfs::disown_regions() { impl_->owns_regions = false; }
+
+Status Podfs::record_reads(const std::string& name, std::chrono::milliseconds window) {
+  fuse_ino_t ino;
+  {
+    std::lock_guard lock(impl_->mutex);
+    const Node* node = impl_->root_file(name);
+    if (node == nullptr) return fail(ErrorCode::kNotFound, "podfs: no file named '" + name + "'");
+    ino = node->ino;
+  }
+  return impl_->recorder.start(name, ino, window);
+}
+
+Result<ReadRecording> Podfs::recorded_reads(const std::string& name) const {
+  return impl_->recorder.recording(name);
+}
+
+Status Podfs::prefetch(const std::string& name, std::vector<ReadExtent> extents) {
+  for (const ReadExtent& extent : extents) {
+    if (extent.offset + extent.length < extent.offset) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("podfs: prefetch extent {}+{} overflows", extent.offset, extent.length));
+    }
+  }
+  fuse_ino_t ino;
+  {
+    std::lock_guard lock(impl_->mutex);
+    const Node* node = impl_->root_file(name);
+    if (node == nullptr) return fail(ErrorCode::kNotFound, "podfs: no file named '" + name + "'");
+    ino = node->ino;
+  }
+  impl_->prefetcher.add(name, ino, std::move(extents));
+  return {};
+}
 
 }  // namespace vmpod::cpuserver

@@ -14,6 +14,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,11 +23,13 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <vmpod/cpuserver/podfs.h>
+#include <vmpod/cpuserver/stripe_layout.h>
 #include <vmpod/memserver/memserver.h>
 
 #include "crash_cleanup.h"
@@ -240,6 +243,97 @@ void check_pieces(int fd, const char* when) {
   // Holes between the pieces read as zeros.
   cr_assert(all_zero(read_at(fd, 200, kStripe - 300)), "%s: hole in stripe 0", when);
   cr_assert(all_zero(read_at(fd, 2 * kMiB + 100, kMiB)), "%s: hole at 2 MiB", when);
+}
+
+// Polls `done` until it holds or `timeout` passes.
+template <class Predicate>
+bool wait_until(Predicate done, std::chrono::milliseconds timeout = 10s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+// Pages of [offset, offset + length) in the page cache: cachestat(2)
+// (Linux 6.5) sees residency without mapping the file.
+uint64_t cached_pages(int fd, uint64_t offset, uint64_t length) {
+  constexpr long kCachestat = 451;  // not in this libc's headers yet
+  struct {
+    uint64_t offset, length;
+  } range{offset, length};
+  struct {
+    uint64_t cache, dirty, writeback, evicted, recently_evicted;
+  } stat{};
+  cr_assert_eq(::syscall(kCachestat, fd, &range, &stat, 0), 0, "cachestat: %s", strerror(errno));
+  return stat.cache;
+}
+
+constexpr uint64_t pages(uint64_t bytes) { return bytes / (4 * kKiB); }
+
+// A file of `size` bytes of pattern(size, seed), written and then dropped
+// from the cache, so that every read of it is a READ again.
+std::vector<char> written_file(Podfs& fs, const std::string& name, size_t size, uint32_t seed) {
+  auto data = pattern(size, seed);
+  int fd = open_file(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+  write_at(fd, 0, data);
+  ::close(fd);
+  cr_assert(fs.drop_cache().has_value());
+  return data;
+}
+
+std::vector<ReadExtent> chunks(std::initializer_list<uint64_t> indexes) {
+  std::vector<ReadExtent> out;
+  for (uint64_t i : indexes) out.push_back(ReadExtent{i * kMiB, kMiB});
+  return out;
+}
+
+// Reads `extents` of the file on a thread of its own, as the guest would
+// (never a FUSE worker), with no readahead, so that the READs are exactly
+// the extents. Criterion cannot assert off the main thread: returns how
+// many extents read back other than `data`, or -1 if the file would not
+// open.
+int read_on_other_thread(const std::string& name, const std::vector<ReadExtent>& extents,
+                         const std::vector<char>& data) {
+  int wrong = 0;
+  std::thread reader([&] {
+    int fd = ::open(path(name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      wrong = -1;
+      return;
+    }
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+    for (const ReadExtent& e : extents) {
+      std::vector<char> got(e.length);
+      ssize_t n = ::pread(fd, got.data(), got.size(), static_cast<off_t>(e.offset));
+      if (n != static_cast<ssize_t>(e.length) ||
+          !std::equal(got.begin(), got.end(), data.begin() + static_cast<long>(e.offset))) {
+        ++wrong;
+      }
+    }
+    ::close(fd);
+  });
+  reader.join();
+  return wrong;
+}
+
+template <class T>
+bool fails_with(const Result<T>& result, ErrorCode code) {
+  return !result && result.error().code() == code;
+}
+
+bool prefetch_ended(Podfs& fs, uint64_t extents) {
+  PodfsStats s = fs.stats();
+  return s.prefetch_extents + s.prefetch_abandoned == extents;
+}
+
+std::string extents_text(const std::vector<ReadExtent>& extents) {
+  std::string out;
+  for (const ReadExtent& e : extents) {
+    out += std::to_string(e.offset) + "+" + std::to_string(e.length) + " ";
+  }
+  return out;
 }
 
 }  // namespace
@@ -538,4 +632,209 @@ Test(podfs, unmount_removes_the_mount_and_the_regions) {
   cr_expect_eq(pod_pages(), 0u);
   // The mountpoint is an empty directory again.
   cr_expect(std::filesystem::is_empty(g_mnt));
+}
+
+Test(podfs, recording_lists_first_touched_chunks_in_order) {
+  Podfs& fs = mount();
+  auto data = written_file(fs, "ram", 12 * kMiB + 4 * kKiB, 21);
+  cr_expect(fails_with(fs.record_reads("nothing", 1s), ErrorCode::kNotFound));
+  cr_expect(fails_with(fs.recorded_reads("ram"), ErrorCode::kNotFound));
+  cr_expect(fails_with(fs.record_reads("ram", 0ms), ErrorCode::kInvalidArgument));
+
+  constexpr auto kWindow = 4s;
+  auto started = std::chrono::steady_clock::now();
+  cr_assert(fs.record_reads("ram", kWindow).has_value());
+  cr_expect(fails_with(fs.record_reads("ram", kWindow), ErrorCode::kWrongState));
+  uint64_t reads_before = fs.stats().reads;
+  // Unaligned, chunk-straddling and repeated touches.
+  std::vector<ReadExtent> touches = {
+      {5 * kMiB, kMiB},
+      {2 * kMiB, kMiB / 2},
+      {9 * kMiB + 100, 4 * kKiB},
+      {7 * kMiB + kMiB / 2, kMiB},  // chunks 7 and 8
+      {2 * kMiB + kMiB / 2, kMiB / 2},  // chunk 2 again
+      {0, 4 * kKiB},
+      {12 * kMiB, 4 * kKiB},  // the short last chunk
+  };
+  cr_assert_eq(read_on_other_thread("ram", touches, data), 0);
+  cr_assert_lt(std::chrono::steady_clock::now() - started, kWindow, "the reads outlasted the window");
+  cr_expect_geq(fs.stats().reads - reads_before, touches.size(), "the reads did not all reach podfs");
+
+  std::vector<ReadExtent> want = chunks({5, 2, 9, 7, 8, 0});
+  want.push_back(ReadExtent{12 * kMiB, 4 * kKiB});
+  auto recorded = fs.recorded_reads("ram");
+  cr_assert(recorded.has_value());
+  cr_expect(recorded->extents == want, "recorded %s, want %s", extents_text(recorded->extents).c_str(),
+            extents_text(want).c_str());
+  cr_expect(!recorded->done, "done before the window is over");
+
+  cr_assert(wait_until([&] { return fs.recorded_reads("ram")->done; }, kWindow + 5s),
+            "the recording never finished");
+  reads_before = fs.stats().reads;
+  cr_assert_eq(read_on_other_thread("ram", chunks({11}), data), 0);
+  cr_expect_gt(fs.stats().reads, reads_before);
+  auto after = fs.recorded_reads("ram");
+  cr_expect(after->done);
+  cr_expect(after->extents == want, "a READ after the window was recorded: %s",
+            extents_text(after->extents).c_str());
+}
+
+Test(podfs, prefetch_fills_the_cache_ahead_of_reads) {
+  Podfs& fs = mount();
+  auto data = written_file(fs, "ram", 12 * kMiB, 22);
+  cr_expect(fails_with(fs.prefetch("nothing", chunks({1})), ErrorCode::kNotFound));
+  // Chunk 0 first: a plain read there makes the kernel read ahead into
+  // chunk 1 at once.
+  std::vector<ReadExtent> extents = chunks({0, 3, 7, 4});
+  extents.push_back(ReadExtent{10 * kMiB + 4 * kKiB, 8 * kKiB});  // part of a chunk
+  cr_assert(fs.prefetch("ram", extents).has_value());
+  cr_assert(wait_until([&] { return prefetch_ended(fs, extents.size()); }), "prefetch never ended");
+  PodfsStats s = fs.stats();
+  cr_expect_eq(s.prefetch_extents, extents.size());
+  cr_expect_eq(s.prefetch_abandoned, 0u);
+  cr_expect_eq(s.prefetch_skipped, 0u);
+  cr_expect_eq(s.prefetched_bytes, 4 * kMiB + 8 * kKiB, "prefetched %llu bytes",
+               static_cast<unsigned long long>(s.prefetched_bytes));
+
+  int fd = open_file("ram", O_RDONLY);
+  for (const ReadExtent& e : extents) {
+    cr_expect_eq(cached_pages(fd, e.offset, e.length), pages(e.length), "extent %llu+%llu not cached",
+                 static_cast<unsigned long long>(e.offset), static_cast<unsigned long long>(e.length));
+  }
+  // Only the extents: nothing read ahead past them.
+  for (uint64_t chunk : {1, 2, 5, 8, 11}) {
+    cr_expect_eq(cached_pages(fd, chunk * kMiB, kMiB), 0u, "chunk %llu cached too",
+                 static_cast<unsigned long long>(chunk));
+  }
+  cr_expect_eq(cached_pages(fd, 10 * kMiB, kMiB), pages(8 * kKiB));
+
+  uint64_t reads = s.reads, from_pods = pod_reads();
+  for (const ReadExtent& e : extents) {
+    auto got = read_at(fd, e.offset, e.length);
+    cr_expect(std::equal(got.begin(), got.end(), data.begin() + static_cast<long>(e.offset)) &&
+                  got.size() == e.length,
+              "extent %llu+%llu reads back wrong", static_cast<unsigned long long>(e.offset),
+              static_cast<unsigned long long>(e.length));
+  }
+  cr_expect_eq(fs.stats().reads, reads, "reading prefetched extents went to podfs");
+  cr_expect_eq(pod_reads(), from_pods);
+
+  // Prefetched again, they are all in the cache already.
+  cr_assert(fs.prefetch("ram", extents).has_value());
+  cr_assert(wait_until([&] { return prefetch_ended(fs, 2 * extents.size()); }));
+  s = fs.stats();
+  cr_expect_eq(s.prefetch_skipped, extents.size());
+  cr_expect_eq(s.prefetched_bytes, 4 * kMiB + 8 * kKiB);
+  cr_expect_eq(s.reads, reads);
+  ::close(fd);
+}
+
+Test(podfs, prefetch_leaves_cached_pages_alone) {
+  Podfs& fs = mount();
+  auto data = written_file(fs, "ram", 4 * kMiB, 31);
+  int fd = open_file("ram", O_RDWR);
+  const uint64_t page = kMiB + 8 * kKiB;
+  auto written = pattern(4 * kKiB, 32);
+  write_at(fd, page, written);
+  cr_assert_eq(cached_pages(fd, kMiB, kMiB), 1u, "the written page is not the only cached one");
+  // Make the memory pods lag the cache, as they do for a page the guest
+  // dirtied and the kernel has not written back yet: a prefetch that stored
+  // the pods' copy into the cache would now lose the write.
+  auto regions = fs.file_regions("ram");
+  cr_assert(regions.has_value());
+  auto layout = StripeLayout::create(kPods, kStripe);
+  cr_assert(layout.has_value());
+  auto stale = pattern(4 * kKiB, 33);
+  for (const StripeExtent& e : layout->map(page, stale.size())) {
+    const pods::RegionHandle& region = regions->regions[e.pod];
+    auto bytes = std::as_bytes(std::span(stale)).subspan(e.file_offset - page, e.length);
+    cr_assert(g_pods[e.pod]->store().write(region.id, region.token, e.pod_offset, bytes).has_value());
+  }
+
+  cr_assert(fs.prefetch("ram", chunks({1})).has_value());
+  cr_assert(wait_until([&] { return prefetch_ended(fs, 1); }));
+  PodfsStats s = fs.stats();
+  cr_expect_eq(s.prefetch_extents, 1u);
+  cr_expect_eq(s.prefetched_bytes, kMiB - 4 * kKiB, "the cached page was READ again");
+  cr_expect_eq(cached_pages(fd, kMiB, kMiB), pages(kMiB));
+  cr_expect(read_at(fd, page, 4 * kKiB) == written, "the prefetch overwrote a cached page");
+  auto chunk = read_at(fd, kMiB, kMiB);
+  std::copy(written.begin(), written.end(), data.begin() + static_cast<long>(page));
+  cr_expect(std::equal(chunk.begin(), chunk.end(), data.begin() + static_cast<long>(kMiB)),
+            "the rest of the chunk reads back wrong");
+  ::close(fd);
+}
+
+Test(podfs, prefetch_reads_are_not_recorded) {
+  Podfs& fs = mount();
+  auto data = written_file(fs, "ram", 12 * kMiB, 41);
+  cr_assert(fs.record_reads("ram", 30s).has_value());
+  auto prefetched = chunks({1, 3, 5, 7, 9});
+  cr_assert(fs.prefetch("ram", prefetched).has_value());
+  // The guest's reads, while the prefetch runs.
+  auto touched = chunks({8, 2, 10});
+  cr_assert_eq(read_on_other_thread("ram", touched, data), 0);
+  cr_assert(wait_until([&] { return prefetch_ended(fs, prefetched.size()); }));
+  PodfsStats s = fs.stats();
+  cr_expect_eq(s.prefetch_extents, prefetched.size());
+  cr_expect_eq(s.prefetched_bytes, 5 * kMiB, "the guest's READs counted as prefetched, or not all of "
+               "the prefetch's: %llu", static_cast<unsigned long long>(s.prefetched_bytes));
+  auto recorded = fs.recorded_reads("ram");
+  cr_assert(recorded.has_value());
+  cr_expect(recorded->extents == touched, "recorded %s", extents_text(recorded->extents).c_str());
+}
+
+Test(podfs, prefetch_stops_at_the_cache_bound) {
+  constexpr uint64_t kLimit = 4 * kMiB;
+  Podfs& fs = mount(kLimit);
+  written_file(fs, "ram", 16 * kMiB, 51);
+  std::vector<ReadExtent> extents;
+  for (uint64_t i = 0; i < 16; ++i) extents.push_back(ReadExtent{i * kMiB, kMiB});
+  cr_assert(fs.prefetch("ram", extents).has_value());
+  cr_assert(wait_until([&] { return prefetch_ended(fs, extents.size()); }), "prefetch never ended");
+  PodfsStats s = fs.stats();
+  // It takes the bound to the byte: it counts what it is reading, and
+  // reads nothing past its extents.
+  cr_expect_eq(s.prefetched_bytes, kLimit, "prefetched %llu bytes",
+               static_cast<unsigned long long>(s.prefetched_bytes));
+  cr_expect_eq(s.prefetch_extents, kLimit / kMiB);
+  cr_expect_eq(s.prefetch_abandoned, extents.size() - kLimit / kMiB);
+  cr_expect_leq(s.cached_bytes, kLimit);
+  cr_expect_eq(s.evictions, 0u, "the prefetch pushed chunks out");
+  int fd = open_file("ram", O_RDONLY);
+  cr_expect_leq(cached_pages(fd, 0, 16 * kMiB), pages(kLimit));
+  ::close(fd);
+}
+
+Test(podfs, unlink_stops_a_prefetch) {
+  Podfs& fs = mount();
+  uint64_t regions = pod_regions();
+  written_file(fs, "ram", 24 * kMiB, 61);
+  std::vector<ReadExtent> extents;
+  for (uint64_t i = 0; i < 24; ++i) extents.push_back(ReadExtent{i * kMiB, kMiB});
+  cr_assert(fs.prefetch("ram", extents).has_value());
+  cr_assert(wait_until([&] { return fs.stats().prefetch_extents >= 1; }));
+  cr_assert_eq(::unlink(path("ram").c_str()), 0, "%s", strerror(errno));
+  cr_assert(wait_until([&] { return prefetch_ended(fs, extents.size()); }), "prefetch never ended");
+  cr_expect_gt(fs.stats().prefetch_abandoned, 0u, "the prefetch went on after the unlink");
+  // It let go of the file: its regions are gone.
+  cr_expect(wait_regions(regions), "%llu regions left",
+            static_cast<unsigned long long>(pod_regions()));
+}
+
+Test(podfs, unmount_during_a_prefetch_returns_promptly) {
+  Podfs& fs = mount();
+  written_file(fs, "ram", 24 * kMiB, 71);
+  std::vector<ReadExtent> extents;
+  for (uint64_t i = 0; i < 24; ++i) extents.push_back(ReadExtent{i * kMiB, kMiB});
+  cr_assert(fs.prefetch("ram", extents).has_value());
+  cr_assert(wait_until([&] { return fs.stats().prefetch_extents >= 1; }));
+  cr_assert(!prefetch_ended(fs, extents.size()), "the prefetch ended before the unmount");
+  auto start = std::chrono::steady_clock::now();
+  g_fs.reset();
+  auto took = std::chrono::steady_clock::now() - start;
+  cr_expect(took < 2s, "unmount took %lld ms",
+            static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+  cr_expect(!mounted(g_mnt));
+  cr_expect_eq(pod_regions(), 0u);
 }

@@ -7,6 +7,7 @@
 // answer (see shared/FACTS.md).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -55,6 +56,25 @@ struct PodfsStats {
   uint64_t io_errors = 0;
   std::vector<uint64_t> read_latency;  // LatencyHistogram buckets
   std::vector<uint64_t> write_latency;
+  // The prefetch's share of the READs above, and its extents: finished
+  // (fetched, or found cached: skipped) and abandoned (the file went, the
+  // cache bound was reached, or a read failed).
+  uint64_t prefetched_bytes = 0;
+  uint64_t prefetch_extents = 0;
+  uint64_t prefetch_skipped = 0;
+  uint64_t prefetch_abandoned = 0;
+};
+
+// A byte range of a file.
+struct ReadExtent {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const ReadExtent&) const = default;
+};
+
+struct ReadRecording {
+  std::vector<ReadExtent> extents;
+  bool done = false;  // the window is over: nothing more will be added
 };
 
 class Podfs {
@@ -85,6 +105,21 @@ class Podfs {
   // From now on no file's regions are deleted, by unlink or unmount:
   // another podfs has taken them over.
   void disown_regions();
+
+  // The working set of a restore. Records, for `window`, the READs of the
+  // file `name` in the root directory: the 1 MiB-aligned chunks they
+  // touched, each once, in the order first touched. READs caused by this
+  // podfs's own prefetch are not recorded. kWrongState while a recording
+  // of `name` runs; a finished one is replaced.
+  Status record_reads(const std::string& name, std::chrono::milliseconds window);
+  // What has been recorded for `name` so far.
+  Result<ReadRecording> recorded_reads(const std::string& name) const;
+  // Returns at once and reads the extents of `name` in the background, in
+  // order, into the kernel's page cache ahead of the guest. Pages already
+  // cached (dirty ones included) are left as they are. Stops early when
+  // the file is removed, podfs unmounts, or the cache would pass
+  // PodfsConfig::local_cache_bytes.
+  Status prefetch(const std::string& name, std::vector<ReadExtent> extents);
 
  private:
   struct Impl;
