@@ -29,7 +29,8 @@ nlohmann::json snapshot_json(const vmm::SnapshotRecord& snapshot) {
           {"pages", snapshot.pages},
           {"memory-pods", snapshot.memory_pods},
           {"created", snapshot.created_unix_ms},
-          {"clones", snapshot.clones}};
+          {"clones", snapshot.clones},
+          {"working-set-bytes", snapshot.working_set_bytes}};
 }
 
 std::string local_time(int64_t unix_ms) {
@@ -145,6 +146,8 @@ void add_snapshot_verbs(CLI::App& app, Outcome& outcome) {
                        "clones are PREFIX-N, lowest free N first (default: the snapshot's name)");
   fork_cmd->add_option("--compute-pod", fork_flags->fork.compute_pod, "run them there (default: least loaded)");
   fork_cmd->add_flag("--paused", fork_flags->fork.paused, "the clones wait for cont");
+  fork_cmd->add_flag("!--no-prefetch", fork_flags->fork.prefetch,
+                     "do not fetch the snapshot's working set ahead of the clones");
   fork_cmd->callback([fork_flags, &outcome] { outcome.code = fork(*fork_flags); });
 }
 

@@ -104,6 +104,12 @@ Status ComputePodClient::cancel_send(const std::string& name) {
   return {};
 }
 
+Result<ReadRecording> ComputePodClient::working_set(const std::string& name) {
+  auto reply = named_call(*rpc_, MessageType::kCpuWorkingSet, name);
+  if (!reply) return fail(reply.error());
+  return working_set_from(*reply);
+}
+
 Result<ComputePodStatus> ComputePodClient::status() {
   Vmpod__Pods__Empty request = VMPOD__PODS__EMPTY__INIT;
   auto reply = rpc_call<Vmpod__Pods__ComputeStatus>(*rpc_, MessageType::kCpuStatus, request.base,

@@ -75,6 +75,8 @@ struct Guest {
   std::optional<GuestStats> final_stats;
   // Whether its vCPUs ran before send_guest paused them.
   bool sent_running = false;
+  // What it read after it was restored, kept when it ends, like final_stats.
+  std::optional<ReadRecording> final_working_set;
 };
 
 Result<GuestStats> live_stats(const Guest& guest) {
@@ -107,6 +109,10 @@ struct ComputePod::Impl {
         auto stats = live_stats(guest);
         // A lost memory pod cannot report; podfs's own counters still can.
         guest.final_stats = stats ? *stats : GuestStats{guest.podfs->stats(), {}};
+      }
+      if (guest.podfs && !guest.final_working_set) {
+        auto recorded = guest.podfs->recorded_reads(kRamFile);
+        if (recorded) guest.final_working_set = ReadRecording{recorded->extents, true};
       }
       podfs = std::move(guest.podfs);
       qemu = std::move(guest.qemu);
@@ -221,6 +227,18 @@ struct ComputePod::Impl {
     if (incoming) {
       if (auto adopted = guest.podfs->adopt_file(kRamFile, incoming->ram); !adopted) return abandon(adopted.error());
       if (auto written = write_file(state_file, incoming->device_state); !written) return abandon(written.error());
+      // Both start before QEMU does: what the guest reads from its first
+      // instruction on is recorded, and the prefetch runs ahead of it.
+      if (incoming->record_reads.count() > 0) {
+        if (auto recording = guest.podfs->record_reads(kRamFile, incoming->record_reads); !recording) {
+          return abandon(recording.error());
+        }
+      }
+      if (!incoming->prefetch.empty()) {
+        if (auto fetching = guest.podfs->prefetch(kRamFile, incoming->prefetch); !fetching) {
+          return abandon(fetching.error());
+        }
+      }
     }
 
     QemuConfig qemu_config;
@@ -280,7 +298,11 @@ struct ComputePod::Impl {
       if (!state) return fail(state.error());
       auto ram = g.podfs->file_regions(kRamFile);
       if (!ram) return fail(ram.error());
-      return GuestTransfer{std::move(*state), std::move(*ram), *running};
+      GuestTransfer transfer;
+      transfer.device_state = std::move(*state);
+      transfer.ram = std::move(*ram);
+      transfer.running = *running;
+      return transfer;
     }();
     std::error_code ec;
     std::filesystem::remove(state_file, ec);
@@ -384,6 +406,13 @@ struct ComputePod::Impl {
         if (!done) return fail(done.error());
         return pods::empty_message();
       }
+      case MessageType::kCpuWorkingSet: {
+        auto request = net::unpack<Vmpod__Pods__VmName>(vmpod__pods__vm_name__descriptor, frame.body);
+        if (!request) return fail(request.error());
+        auto recording = working_set((*request)->name);
+        if (!recording) return fail(recording.error());
+        return pack_working_set(*recording);
+      }
       case MessageType::kCpuStatus: return status();
       default:
         return fail(ErrorCode::kInvalidArgument, "unknown message type " + std::to_string(frame.type));
@@ -394,6 +423,15 @@ struct ComputePod::Impl {
     auto guest = running_guest(name);
     if (!guest) return fail(guest.error());
     return (*guest)->podfs->drop_cache();
+  }
+
+  Result<ReadRecording> working_set(const std::string& name) const {
+    auto guest = find(name);
+    if (!guest) return fail(guest.error());
+    std::lock_guard lock(mutex);
+    if ((*guest)->final_working_set) return *(*guest)->final_working_set;
+    if (!(*guest)->podfs) return fail(ErrorCode::kNotFound, "guest '" + name + "' recorded no reads");
+    return (*guest)->podfs->recorded_reads(kRamFile);
   }
 
   Result<GuestStats> guest_stats(const std::string& name) const {
@@ -466,6 +504,8 @@ Result<GuestRuntime> ComputePod::receive_guest(const GuestSpec& guest, const Mem
                                                const GuestTransfer& transfer) {
   return impl_->launch(guest, placement, &transfer);
 }
+
+Result<ReadRecording> ComputePod::working_set(const std::string& name) const { return impl_->working_set(name); }
 
 Status ComputePod::stop(const std::string& name) { return impl_->stop(name); }
 Status ComputePod::drop_cache(const std::string& name) { return impl_->drop_cache(name); }

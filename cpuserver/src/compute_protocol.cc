@@ -95,6 +95,16 @@ TransferMessage::TransferMessage(const GuestTransfer& transfer) : transfer_(tran
   message.running = transfer_.running;
   message.n_regions = ref_pointers_.size();
   message.regions = ref_pointers_.data();
+  for (const ReadExtent& extent : transfer_.prefetch) {
+    Vmpod__Pods__ReadExtent entry = VMPOD__PODS__READ_EXTENT__INIT;
+    entry.offset = extent.offset;
+    entry.length = extent.length;
+    extents_.push_back(entry);
+  }
+  for (auto& extent : extents_) extent_pointers_.push_back(&extent);
+  message.n_prefetch = extent_pointers_.size();
+  message.prefetch = extent_pointers_.data();
+  message.record_reads_ms = static_cast<uint32_t>(transfer_.record_reads.count());
 }
 
 Result<GuestTransfer> transfer_from(const Vmpod__Pods__GuestTransfer* message) {
@@ -115,7 +125,41 @@ Result<GuestTransfer> transfer_from(const Vmpod__Pods__GuestTransfer* message) {
     std::copy(ref->token.data, ref->token.data + ref->token.len, region.token.begin());
     transfer.ram.regions.push_back(region);
   }
+  for (size_t i = 0; i < message->n_prefetch; ++i) {
+    if (message->prefetch[i] == nullptr) return fail(ErrorCode::kInvalidArgument, "an empty prefetch extent");
+    transfer.prefetch.push_back({message->prefetch[i]->offset, message->prefetch[i]->length});
+  }
+  transfer.record_reads = std::chrono::milliseconds(message->record_reads_ms);
   return transfer;
+}
+
+std::string pack_working_set(const ReadRecording& recording) {
+  std::vector<Vmpod__Pods__ReadExtent> extents;
+  for (const ReadExtent& extent : recording.extents) {
+    Vmpod__Pods__ReadExtent entry = VMPOD__PODS__READ_EXTENT__INIT;
+    entry.offset = extent.offset;
+    entry.length = extent.length;
+    extents.push_back(entry);
+  }
+  std::vector<Vmpod__Pods__ReadExtent*> pointers;
+  for (auto& extent : extents) pointers.push_back(&extent);
+  Vmpod__Pods__WorkingSet message = VMPOD__PODS__WORKING_SET__INIT;
+  message.n_extents = pointers.size();
+  message.extents = pointers.data();
+  message.done = recording.done;
+  return net::pack_message(message.base);
+}
+
+Result<ReadRecording> working_set_from(std::string_view body) {
+  auto message = net::unpack<Vmpod__Pods__WorkingSet>(vmpod__pods__working_set__descriptor, body);
+  if (!message) return fail(message.error());
+  ReadRecording recording;
+  for (size_t i = 0; i < (*message)->n_extents; ++i) {
+    if ((*message)->extents[i] == nullptr) return fail(ErrorCode::kInvalidArgument, "an empty extent");
+    recording.extents.push_back({(*message)->extents[i]->offset, (*message)->extents[i]->length});
+  }
+  recording.done = (*message)->done;
+  return recording;
 }
 
 RuntimeMessage::RuntimeMessage(const GuestRuntime& runtime)
@@ -183,6 +227,10 @@ std::string pack_stats(const std::string& name, const GuestStats& stats) {
   podfs.io_errors = p.io_errors;
   podfs.read_latency = &read_latency;
   podfs.write_latency = &write_latency;
+  podfs.prefetched_bytes = p.prefetched_bytes;
+  podfs.prefetch_extents = p.prefetch_extents;
+  podfs.prefetch_skipped = p.prefetch_skipped;
+  podfs.prefetch_abandoned = p.prefetch_abandoned;
 
   std::deque<pods::MemStatsMessage> pods;  // never moves what it holds
   std::vector<Vmpod__Pods__MemStatsReply*> pod_ptrs;
@@ -204,7 +252,8 @@ Result<GuestStats> stats_from(const Vmpod__Pods__VmStats* message) {
   stats.podfs = PodfsStats{p.files, p.reads, p.bytes_read, p.writes, p.bytes_written,
                            p.zero_reads, p.evictions, p.bytes_evicted, p.cached_bytes,
                            p.cache_limit, p.io_errors, pods::histogram_buckets(p.read_latency),
-                           pods::histogram_buckets(p.write_latency)};
+                           pods::histogram_buckets(p.write_latency), p.prefetched_bytes, p.prefetch_extents,
+                           p.prefetch_skipped, p.prefetch_abandoned};
   for (size_t i = 0; i < message->n_memory_pods; ++i) {
     stats.memory_pods.push_back(pods::memory_pod_stats_from(*message->memory_pods[i]));
   }

@@ -28,6 +28,7 @@ std::string_view message_type_name(uint16_t type) {
     case MessageType::kCpuFinishSend: return "cpu-finish-send";
     case MessageType::kCpuCancelSend: return "cpu-cancel-send";
     case MessageType::kCpuReceiveGuest: return "cpu-receive-guest";
+    case MessageType::kCpuWorkingSet: return "cpu-working-set";
     case MessageType::kVmmRegisterPod: return "vmm-register-pod";
     case MessageType::kVmmCreateVm: return "vmm-create-vm";
     case MessageType::kVmmStopVm: return "vmm-stop-vm";

@@ -40,7 +40,7 @@ class FixedCommands final : public qapi::Commands {
   }
   Result<qapi::XVmpodSnapshotInfo> x_vmpod_snapshot(const qapi::XVmpodSnapshotArguments& arguments) override {
     if (arguments.name.empty()) return fail(ErrorCode::kInvalidArgument, "snapshot name '' must be 1-64 letters");
-    return qapi::XVmpodSnapshotInfo{arguments.name, "vm0", 1, 2, 3, {"mem0"}, 4, 0, std::nullopt};
+    return qapi::XVmpodSnapshotInfo{arguments.name, "vm0", 1, 2, 3, {"mem0"}, 4, 0, 5, std::nullopt};
   }
   Result<std::vector<qapi::XVmpodSnapshotInfo>> x_vmpod_query_snapshots() override {
     return std::vector<qapi::XVmpodSnapshotInfo>{};

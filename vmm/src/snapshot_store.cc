@@ -65,7 +65,7 @@ Result<SnapshotRecord> SnapshotStore::take(SnapshotRecord record, const cpuserve
     return fail(ErrorCode::kInternal, "snapshot " + record.name + ": " + std::to_string(sent.ram.regions.size()) +
                                           " regions for " + std::to_string(record.memory_pods.size()) + " memory pods");
   }
-  Snapshot snapshot{record, guest, placement, {}, dir_ + "/" + record.name + ".state"};
+  Snapshot snapshot{record, guest, placement, {}, dir_ + "/" + record.name + ".state", std::nullopt, ""};
   auto undo = [&](const Error& error) -> Error {
     release(record.memory_pods, snapshot.versions);
     std::error_code ec;
@@ -149,6 +149,25 @@ Result<cpuserver::GuestTransfer> SnapshotStore::fork(const Snapshot& snapshot, c
     }
   }
   return transfer;
+}
+
+void SnapshotStore::set_recorder(const std::string& name, const std::string& vm) {
+  std::lock_guard lock(mutex_);
+  auto it = snapshots_.find(name);
+  if (it != snapshots_.end()) it->second.recorder = vm;
+}
+
+void SnapshotStore::set_working_set(const std::string& name,
+                                    std::optional<std::vector<cpuserver::ReadExtent>> extents) {
+  std::lock_guard lock(mutex_);
+  auto it = snapshots_.find(name);
+  if (it == snapshots_.end()) return;
+  it->second.record.working_set_bytes = 0;
+  if (extents) {
+    for (const auto& extent : *extents) it->second.record.working_set_bytes += extent.length;
+  }
+  it->second.working_set = std::move(extents);
+  if (!it->second.working_set) it->second.recorder.clear();
 }
 
 void SnapshotStore::delete_regions(const Snapshot& snapshot, const cpuserver::FileRegions& regions) {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,10 @@ struct Snapshot {
   cpuserver::MemoryPlacement placement;
   std::vector<pods::VersionHandle> versions;  // one per memory pod, in stripe order
   std::string device_state_path;
+  // What clones read first, once a clone has recorded it; until then the
+  // clone that records it (empty: none yet).
+  std::optional<std::vector<cpuserver::ReadExtent>> working_set;
+  std::string recorder;
 };
 
 class SnapshotStore {
@@ -55,6 +60,10 @@ class SnapshotStore {
   // pod, and its device state: what a compute pod's receive_guest() starts
   // a clone from. On failure the regions already forked are deleted.
   Result<cpuserver::GuestTransfer> fork(const Snapshot& snapshot, const std::string& owner, bool running);
+  // The first clone records what it reads; what it recorded is the
+  // working set that later clones prefetch.
+  void set_recorder(const std::string& name, const std::string& vm);
+  void set_working_set(const std::string& name, std::optional<std::vector<cpuserver::ReadExtent>> extents);
   // Deletes a clone's regions that no compute pod took over.
   void delete_regions(const Snapshot& snapshot, const cpuserver::FileRegions& regions);
 

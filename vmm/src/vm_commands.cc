@@ -34,7 +34,8 @@ qapi::XVmpodVmInfo vm_info(const VmRecord& vm) {
 qapi::XVmpodSnapshotInfo snapshot_info(const SnapshotRecord& snapshot) {
   return qapi::XVmpodSnapshotInfo{snapshot.name,        snapshot.vm,          snapshot.device_state_bytes,
                                   snapshot.ram_bytes,   snapshot.pages,       snapshot.memory_pods,
-                                  snapshot.created_unix_ms, snapshot.clones,  present(snapshot.parent)};
+                                  snapshot.created_unix_ms, snapshot.clones,  snapshot.working_set_bytes,
+                                  present(snapshot.parent)};
 }
 
 }  // namespace
@@ -138,6 +139,7 @@ Result<std::vector<qapi::XVmpodVmInfo>> VmCommands::x_vmpod_fork(const qapi::XVm
   request.name_prefix = arguments.name_prefix.value_or("");
   request.compute_pod = arguments.compute_pod.value_or("");
   request.paused = arguments.paused.value_or(false);
+  request.prefetch = arguments.prefetch.value_or(true);
   auto clones = vmm_.fork_snapshot(request);
   if (!clones) return fail(clones.error());
   std::vector<qapi::XVmpodVmInfo> out;

@@ -41,6 +41,9 @@ constexpr auto kPingTimeout = std::chrono::seconds(2);
 // table takes a moment.
 constexpr auto kRegionCallTimeout = std::chrono::seconds(30);
 constexpr unsigned kMaxForkCount = 256;
+// The first clone of a snapshot records what it reads for this long: the
+// working set its later clones prefetch.
+constexpr auto kWorkingSetWindow = std::chrono::seconds(5);
 
 // A pod as the vmm holds it: its record and a live control connection.
 struct Pod {
@@ -616,6 +619,12 @@ struct Vmm::Impl {
       move(name, VmState::kFailed, transfer.error().message());
       return fail(transfer.error().context("vm " + name));
     }
+    auto working_set = working_set_of(snapshot);
+    if (working_set && request.prefetch) transfer->prefetch = *working_set;
+    if (!working_set && snapshot.recorder.empty()) {
+      transfer->record_reads = kWorkingSetWindow;
+      snapshots->set_recorder(snapshot.record.name, name);
+    }
     auto clone = launch(name, **endpoint, how, &*transfer);
     // A compute pod that could not start the clone left its regions alone.
     if (!clone) snapshots->delete_regions(snapshot, transfer->ram);
@@ -623,6 +632,26 @@ struct Vmm::Impl {
   }
 
   Status delete_snapshot(const std::string& name) { return snapshots->remove(name); }
+
+  // The snapshot's working set, asked of the clone that records it once its
+  // window is over; none while it records or when no clone has. A recorder
+  // that can no longer answer is forgotten, so that the next clone records.
+  std::optional<std::vector<cpuserver::ReadExtent>> working_set_of(const Snapshot& snapshot) {
+    if (snapshot.working_set) return snapshot.working_set;
+    if (snapshot.recorder.empty()) return std::nullopt;
+    auto recording = on_compute(snapshot.recorder, [&](cpuserver::ComputePodClient& pod) {
+      return pod.working_set(snapshot.recorder);
+    });
+    if (!recording) {
+      spdlog::warn("snapshot {}: no working set from {}: {}", snapshot.record.name, snapshot.recorder,
+                   recording.error().to_string());
+      snapshots->set_working_set(snapshot.record.name, std::nullopt);
+      return std::nullopt;
+    }
+    if (!recording->done) return std::nullopt;
+    snapshots->set_working_set(snapshot.record.name, recording->extents);
+    return recording->extents;
+  }
 
   Result<VmRecord> vm(const std::string& name) const {
     std::lock_guard lock(mutex);

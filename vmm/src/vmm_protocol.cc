@@ -50,6 +50,7 @@ struct SnapshotInfoMessage {
     message.memory_pods = pods_.data();
     message.created_unix_ms = snapshot_.created_unix_ms;
     message.clones = snapshot_.clones;
+    message.working_set_bytes = snapshot_.working_set_bytes;
   }
   SnapshotInfoMessage(const SnapshotInfoMessage&) = delete;
   SnapshotInfoMessage& operator=(const SnapshotInfoMessage&) = delete;
@@ -215,6 +216,7 @@ Result<std::vector<SnapshotRecord>> snapshot_list_from(std::string_view body) {
     for (size_t j = 0; j < info->n_memory_pods; ++j) snapshot.memory_pods.push_back(info->memory_pods[j]);
     snapshot.created_unix_ms = info->created_unix_ms;
     snapshot.clones = info->clones;
+    snapshot.working_set_bytes = info->working_set_bytes;
     out.push_back(std::move(snapshot));
   }
   return out;
@@ -227,6 +229,7 @@ std::string pack_fork_request(const ForkRequest& request) {
   message.name_prefix = c_str(request.name_prefix);
   message.compute_pod = c_str(request.compute_pod);
   message.paused = request.paused;
+  message.no_prefetch = !request.prefetch;
   return net::pack_message(message.base);
 }
 
@@ -239,6 +242,7 @@ Result<ForkRequest> fork_request_from(std::string_view body) {
   request.name_prefix = (*message)->name_prefix;
   request.compute_pod = (*message)->compute_pod;
   request.paused = (*message)->paused;
+  request.prefetch = !(*message)->no_prefetch;
   return request;
 }
 

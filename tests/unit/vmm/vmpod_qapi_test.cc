@@ -59,7 +59,7 @@ class FixedCommands final : public qapi::Commands {
     return clones;
   }
   static qapi::XVmpodSnapshotInfo snapshot(const std::string& name) {
-    return {name, "vm0", 337145, 256u << 20, 9210, {"mem0", "mem1"}, 1764690000000, 0, std::nullopt};
+    return {name, "vm0", 337145, 256u << 20, 9210, {"mem0", "mem1"}, 1764690000000, 0, 24u << 20, std::nullopt};
   }
   std::string migrated_to;
   qapi::XVmpodForkArguments fork;

@@ -28,12 +28,13 @@ class ComputePodClient {
   Status drop_cache(const std::string& name);
   Result<ComputePodStatus> status();
   Result<GuestStats> stats(const std::string& name);
-  // ComputePod's send_guest, finish_send, cancel_send, receive_guest.
+  // ComputePod's send_guest, finish_send, cancel_send, receive_guest, working_set.
   Result<GuestTransfer> send_guest(const std::string& name);
   Status finish_send(const std::string& name);
   Status cancel_send(const std::string& name);
   Result<GuestRuntime> receive_guest(const GuestSpec& guest, const MemoryPlacement& placement,
                                      const GuestTransfer& transfer);
+  Result<ReadRecording> working_set(const std::string& name);
   bool connected() const { return rpc_->connected(); }
 
  private:

@@ -48,6 +48,11 @@ struct GuestTransfer {
   std::string device_state;  // QEMU's, without the RAM
   FileRegions ram;           // the regions the RAM is on
   bool running = true;       // its vCPUs ran when it was sent, and run again after
+  // A snapshot's clone: its RAM to fetch in the background before the
+  // guest asks (the working set an earlier clone was seen to read), or, for
+  // the first clone, how long to record what it reads.
+  std::vector<ReadExtent> prefetch;
+  std::chrono::milliseconds record_reads{0};
 };
 
 struct GuestStats {
@@ -81,6 +86,9 @@ class ComputePod {
   Status cancel_send(const std::string& name);
   Result<GuestRuntime> receive_guest(const GuestSpec& guest, const MemoryPlacement& placement,
                                      const GuestTransfer& transfer);
+  // What a guest received with `record_reads` read of its RAM in that
+  // window; kept after the guest ends.
+  Result<ReadRecording> working_set(const std::string& name) const;
 
  private:
   struct Impl;

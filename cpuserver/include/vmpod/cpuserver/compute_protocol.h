@@ -52,6 +52,8 @@ struct TransferMessage {
   GuestTransfer transfer_;
   std::vector<Vmpod__Pods__RegionRef> refs_;
   std::vector<Vmpod__Pods__RegionRef*> ref_pointers_;
+  std::vector<Vmpod__Pods__ReadExtent> extents_;
+  std::vector<Vmpod__Pods__ReadExtent*> extent_pointers_;
 };
 
 Result<GuestTransfer> transfer_from(const Vmpod__Pods__GuestTransfer* message);
@@ -71,6 +73,9 @@ struct RuntimeMessage {
 
 std::string pack_runtime(const GuestRuntime& runtime);
 Result<GuestRuntime> runtime_from(const Vmpod__Pods__VmRuntime* message);
+
+std::string pack_working_set(const ReadRecording& recording);
+Result<ReadRecording> working_set_from(std::string_view body);
 
 std::string pack_stats(const std::string& name, const GuestStats& stats);
 Result<GuestStats> stats_from(const Vmpod__Pods__VmStats* message);

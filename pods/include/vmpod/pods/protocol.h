@@ -29,6 +29,7 @@ enum class MessageType : uint16_t {
   kCpuFinishSend = 0x0207,
   kCpuCancelSend = 0x0208,
   kCpuReceiveGuest = 0x0209,
+  kCpuWorkingSet = 0x020a,
   // vmm
   kVmmRegisterPod = 0x0301,
   kVmmCreateVm = 0x0302,

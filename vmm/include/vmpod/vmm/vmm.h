@@ -75,6 +75,9 @@ struct SnapshotRecord {
   std::vector<std::string> memory_pods;  // where the versions are, in stripe order
   int64_t created_unix_ms = 0;
   unsigned clones = 0;   // live VMs forked from it
+  // RAM its first clone read in its first seconds, which later clones
+  // prefetch; 0 until a fork after that clone's recording collected it.
+  uint64_t working_set_bytes = 0;
 };
 
 struct ForkRequest {
@@ -84,6 +87,8 @@ struct ForkRequest {
   std::string name_prefix;
   std::string compute_pod;  // empty: the vmm chooses, per clone
   bool paused = false;      // the clones' vCPUs wait for `cont`
+  // Fetch the snapshot's working set ahead of each clone (see SnapshotRecord).
+  bool prefetch = true;
 };
 
 struct VmEvent {
