@@ -96,6 +96,34 @@ struct ComputePod::Impl {
   std::map<std::string, std::shared_ptr<Guest>> guests;
   std::unique_ptr<net::RpcServer> control;
   PeriodicTask supervisor{kSupervisePeriod, [this] { supervise_once(); }};
+  // Connected clients of the memory pods, shared by the guests' podfs
+  // mounts, so that a guest (a clone above all) starts without setting up a
+  // fabric endpoint per pod. One that lost its pod is replaced on next use.
+  std::mutex clients_mutex;
+  std::map<std::string, std::shared_ptr<pods::MemoryPodClient>> clients;
+
+  Result<std::vector<std::shared_ptr<pods::MemoryPodClient>>> clients_for(const MemoryPlacement& placement) {
+    std::lock_guard lock(clients_mutex);
+    std::vector<std::shared_ptr<pods::MemoryPodClient>> out;
+    for (const auto& address : placement.memory_pods) {
+      const std::string key = address.to_string() + " " +
+                              std::string(net::fabric_provider_name(placement.fabric.provider)) + " " +
+                              placement.fabric.node + " " + std::to_string(placement.fabric.max_message);
+      std::shared_ptr<pods::MemoryPodClient>& client = clients[key];
+      if (!client || !client->alive()) {
+        pods::MemoryPodClient::Options options;
+        options.fabric = placement.fabric;
+        auto connected = pods::MemoryPodClient::connect(address, options);
+        if (!connected) {
+          clients.erase(key);
+          return fail(connected.error());
+        }
+        client = std::move(*connected);
+      }
+      out.push_back(client);
+    }
+    return out;
+  }
 
   // Ends a guest: QEMU first (it holds the RAM file), then its podfs, whose
   // unmount deletes the guest's regions. The parts are taken out under the
@@ -209,6 +237,9 @@ struct ComputePod::Impl {
     PodfsConfig podfs_config;
     podfs_config.mountpoint = mount;
     podfs_config.memory_pods = placement.memory_pods;
+    auto clients = clients_for(placement);
+    if (!clients) return fail(clients.error().context("podfs"));
+    podfs_config.connected_pods = std::move(*clients);
     podfs_config.fabric = placement.fabric;
     podfs_config.stripe_bytes = placement.stripe_bytes;
     podfs_config.local_cache_bytes = placement.local_cache_bytes;

@@ -132,7 +132,7 @@ struct Podfs::Impl {
   PodfsConfig config;
   std::atomic<bool> owns_regions{true};  // see disown_regions()
   StripeLayout layout;
-  std::vector<std::unique_ptr<pods::MemoryPodClient>> pods;
+  std::vector<std::shared_ptr<pods::MemoryPodClient>> pods;
   PodfsCache cache;
   ZeroPages zeros;
 
@@ -881,12 +881,19 @@ Result<std::unique_ptr<Podfs>> Podfs::mount(const PodfsConfig& config) {
   if (!layout) return fail(layout.error().context("podfs"));
   auto impl = std::make_unique<Impl>(config, *layout);
   if (impl->zeros.data() == nullptr) return fail_errno("podfs: mapping zero pages", errno);
-  pods::MemoryPodClient::Options options;
-  options.fabric = config.fabric;
-  for (const auto& address : config.memory_pods) {
-    auto client = pods::MemoryPodClient::connect(address, options);
-    if (!client) return fail(client.error().context("podfs"));
-    impl->pods.push_back(std::move(*client));
+  if (!config.connected_pods.empty()) {
+    if (config.connected_pods.size() != config.memory_pods.size()) {
+      return fail(ErrorCode::kInvalidArgument, "podfs: one connected client per memory pod");
+    }
+    impl->pods = config.connected_pods;
+  } else {
+    pods::MemoryPodClient::Options options;
+    options.fabric = config.fabric;
+    for (const auto& address : config.memory_pods) {
+      auto client = pods::MemoryPodClient::connect(address, options);
+      if (!client) return fail(client.error().context("podfs"));
+      impl->pods.push_back(std::move(*client));
+    }
   }
 
   auto root = std::make_unique<Node>();

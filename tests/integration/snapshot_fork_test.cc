@@ -2,7 +2,8 @@
 // its pattern written, while the guest is snapshotted; every clone finds
 // that pattern, then writes and verifies its own (with its cache dropped,
 // so the bytes come from the memory pods); a clone forked after them all
-// still finds the snapshot unchanged. A snapshot of a clone restores too.
+// still finds the snapshot unchanged, and has the working set the first
+// clone recorded fetched ahead of it. A snapshot of a clone restores too.
 // Deleting the snapshots and stopping the clones gives every page back.
 #include <criterion/criterion.h>
 
@@ -122,6 +123,17 @@ Test(snapshot_fork, clones_share_the_snapshot_and_keep_their_own_writes, .timeou
   auto late_guest = testing::attach_guest(base->cluster, *late_vm);
   testing::guest_run(late_guest, "touch /tmp/go");
   expect_verified(late_guest, "/tmp/base.out");
+  // base-0 recorded what it read in its first seconds, the memcheck's
+  // pattern among it; the late clone fetched that ahead of its guest.
+  auto recorded = vmm.snapshot("base");
+  cr_assert(recorded.has_value());
+  cr_expect_geq(recorded->working_set_bytes, 32ull << 20, "working set of %lu bytes", recorded->working_set_bytes);
+  auto late_stats = vmm.vm_stats("late-0");
+  cr_assert(late_stats.has_value());
+  cr_expect_gt(late_stats->podfs.prefetched_bytes, 0u, "the late clone prefetched nothing");
+  auto early_stats = vmm.vm_stats("base-1");
+  cr_assert(early_stats.has_value());
+  cr_expect_eq(early_stats->podfs.prefetched_bytes, 0u, "base-1 started while base-0 still recorded");
 
   // A snapshot of a clone, restored.
   testing::guest_run(clones[0], memcheck(16, 77, "/tmp/go3", "/tmp/child.out"));

@@ -24,6 +24,11 @@ namespace vmpod::cpuserver {
 struct PodfsConfig {
   std::string mountpoint;
   std::vector<net::SocketAddress> memory_pods;  // every file is striped over all of them
+  // Clients of those pods, in that order, connected already and shared with
+  // other mounts (a compute pod's guests); empty: podfs connects its own.
+  // Connecting sets up a fabric endpoint per pod, which a clone should not
+  // wait for.
+  std::vector<std::shared_ptr<pods::MemoryPodClient>> connected_pods;
   net::FabricConfig fabric;
   uint64_t stripe_bytes = 1u << 20;
   uint64_t local_cache_bytes = 0;  // 0: the host may cache all of it
