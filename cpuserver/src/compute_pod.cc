@@ -228,6 +228,7 @@ struct ComputePod::Impl {
   // those regions are left as they were, since they are still the source's.
   Status start_guest(Guest& guest, const GuestSpec& spec, const MemoryPlacement& placement,
                      const GuestTransfer* incoming) {
+    const auto started = std::chrono::steady_clock::now();
     std::string run_dir = config.run_dir + "/" + spec.name;
     std::string mount = run_dir + "/mem";
     std::error_code ec;
@@ -278,10 +279,12 @@ struct ComputePod::Impl {
     qemu_config.mem_path = mount + "/" + kRamFile;
     qemu_config.run_dir = run_dir;
     qemu_config.incoming = incoming != nullptr;
+    const auto mounted = std::chrono::steady_clock::now();
     auto qemu = QemuProcess::start(qemu_config);
     if (!qemu) return abandon(qemu.error());
     guest.qemu = std::move(*qemu);
     if (incoming) {
+      const auto monitor_up = std::chrono::steady_clock::now();
       if (auto loaded = guest.qemu->load_device_state(state_file, kDeviceStateTimeout); !loaded) {
         return abandon(loaded.error());
       }
@@ -289,6 +292,12 @@ struct ComputePod::Impl {
         if (auto resumed = guest.qemu->resume(); !resumed) return abandon(resumed.error());
       }
       std::filesystem::remove(state_file, ec);
+      auto ms = [](auto from, auto to) { return std::chrono::duration<double, std::milli>(to - from).count(); };
+      const auto now = std::chrono::steady_clock::now();
+      spdlog::info("{}: received in {:.1f} ms: podfs {:.1f} ms, QEMU to its monitor {:.1f} ms, device state and {} "
+                   "{:.1f} ms",
+                   spec.name, ms(started, now), ms(started, mounted), ms(mounted, monitor_up),
+                   incoming->running ? "cont" : "no cont", ms(monitor_up, now));
     }
     guest.runtime.qemu_pid = guest.qemu->pid();
     guest.runtime.accel = guest.qemu->accel();
