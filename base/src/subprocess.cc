@@ -38,6 +38,9 @@ Result<Subprocess> Subprocess::spawn(const std::vector<std::string>& argv, const
       ::dup2(log, STDOUT_FILENO);
       ::dup2(log, STDERR_FILENO);
     }
+    // Nor vmpod's descriptors: a QEMU holding a pod's listening socket or
+    // a fabric connection would keep them alive after the pod let go.
+    ::close_range(STDERR_FILENO + 1, ~0U, 0);
     // A child must not inherit vmpod's blocked signals.
     sigset_t none;
     sigemptyset(&none);

@@ -143,7 +143,8 @@ Result<std::unique_ptr<QemuProcess>> QemuProcess::start(const QemuConfig& config
     if (std::chrono::steady_clock::now() > deadline) {
       return fail(monitor.error().context("qemu monitor did not come up"));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // A clone waits for this: poll often, connecting costs nothing.
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }
 

@@ -2,6 +2,7 @@
 // file, process groups, and that nothing is left running or unreaped.
 #include <criterion/criterion.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -237,4 +238,19 @@ Test(subprocess, self_executable_is_this_test) {
   std::string self = self_executable();
   cr_expect(self.find("unit_base_subprocess") != std::string::npos, "%s", self.c_str());
   cr_expect(std::filesystem::exists(self));
+}
+
+// A child keeps none of the parent's descriptors beyond stdio, also those
+// opened without O_CLOEXEC (a QEMU must not hold a pod's sockets).
+Test(subprocess, descriptors_are_not_inherited) {
+  int leaky = ::open("/dev/null", O_RDONLY);
+  cr_assert_geq(leaky, 3);
+  const std::string log = g_dir + "/fds.log";
+  Subprocess p = spawn({"sh", "-c", "if [ -e /proc/$$/fd/$0 ]; then echo inherited; else echo closed; fi; "
+                                    "[ -e /proc/$$/fd/1 ] && echo stdout",
+                        std::to_string(leaky)},
+                       log);
+  cr_assert(wait_exit(p));
+  ::close(leaky);
+  cr_expect_eq(slurp(log), "closed\nstdout\n");
 }
