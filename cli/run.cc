@@ -116,7 +116,7 @@ bool vm_running(vmm::VmmClient& client, const std::string& name, std::string& re
   }
   failed = vm->state == vmm::VmState::kFailed;
   reason = vm->reason;
-  return vmm::vm_has_qemu(vm->state) || vm->state == vmm::VmState::kStarting;
+  return vmm::vm_is_live(vm->state);
 }
 
 // Copies between the terminal and one QEMU's console until that console
@@ -156,12 +156,14 @@ bool attach_console(vmm::VmmClient& client, const std::string& name, SignalFd& s
   while (true) {
     auto vm = client.vm(name);
     if (!vm) return false;
-    if (vm->state == vmm::VmState::kStarting) {
+    if (!vmm::vm_is_live(vm->state)) return false;
+    // Starting, snapshotting or migrating: which QEMU's console to attach
+    // to is known once it settles.
+    if (!vmm::vm_has_qemu(vm->state)) {
       pollfd pfd{signals.fd(), POLLIN, 0};
       if (::poll(&pfd, 1, 200) > 0 && signals.fired()) return true;
       continue;
     }
-    if (!vmm::vm_has_qemu(vm->state)) return false;
     net::SocketAddress serial{net::SocketAddress::Kind::kUnix, vm->runtime.paths.serial_socket, "", 0};
     auto console = net::connect_socket(serial, std::chrono::seconds(5));
     if (!console) {

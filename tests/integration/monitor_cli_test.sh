@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The monitor verbs against a VM that `vmpod run` keeps running: `ls`
 # names its sockets, `qmp` and `hmp` reach vmpod's commands and QEMU's,
-# `events` follows what `stop` and `cont` cause, and Ctrl-C (SIGINT) to
-# `vmpod run` leaves no process, mount or socket behind.
+# `events` follows what `stop` and `cont` cause, `snapshot` and `fork` make
+# a clone, and Ctrl-C (SIGINT) to `vmpod run` leaves no process, mount or
+# socket behind, the clone's included.
 set -euo pipefail
 vmpod=${VMPOD_BINARY:?run through meson test}
 dir=$(mktemp -d /tmp/vmpod-test-monitor-cli.XXXXXX)
@@ -47,6 +48,19 @@ for event in STOP RESUME 'X_VMPOD_VM_STATE {"reason":"QEMU event STOP","state":"
              'X_VMPOD_VM_STATE {"reason":"QEMU event RESUME","state":"running"}'; do
   grep -qF " $event" "$dir/events" || fail "events lack '$event': $(cat "$dir/events")"
 done
+
+# Snapshot and fork from the command line; Ctrl-C below must end the clone too.
+"$vmpod" snapshot vm0 ready | grep -q "^snapshot ready of vm0: " || fail "vmpod snapshot"
+"$vmpod" snapshots --json | grep -q '"name": "ready"' || fail "snapshots --json: $("$vmpod" snapshots --json)"
+"$vmpod" snapshot vm0 ready 2>"$dir/again" && fail "a second snapshot named ready was taken"
+grep -q "exists" "$dir/again" || fail "taking ready twice: $(cat "$dir/again")"
+"$vmpod" fork ready -n 1 --json | grep -q '"name": "ready-0"' || fail "vmpod fork"
+"$vmpod" ls | grep -q "^ready-0 .* running" || fail "ls does not show the clone: $("$vmpod" ls)"
+"$vmpod" hmp vm0 'info vmpod-snapshots' | grep -q "^ready  *vm0 .* 1  -" || fail "hmp info vmpod-snapshots: $("$vmpod" hmp vm0 'info vmpod-snapshots')"
+[ "$("$vmpod" exec ready-0 'echo from the clone')" = "from the clone" ] || fail "exec in the clone"
+"$vmpod" snapshot-delete ready || fail "snapshot-delete"
+"$vmpod" snapshots | grep -q "^ready " && fail "ready is still listed"
+"$vmpod" fork ready 2>/dev/null && fail "forked a deleted snapshot"
 
 kill -INT "$run_pid"
 wait "$run_pid" && rc=0 || rc=$?

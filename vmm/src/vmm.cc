@@ -544,7 +544,7 @@ struct Vmm::Impl {
     for (SnapshotRecord& record : list) {
       record.clones = static_cast<unsigned>(std::count_if(vms.begin(), vms.end(), [&](const auto& entry) {
         const VmRecord& vm = entry.second;
-        return vm.snapshot == record.name && vm.state != VmState::kStopped && vm.state != VmState::kFailed;
+        return vm.snapshot == record.name && vm_is_live(vm.state);
       }));
     }
     return list;

@@ -104,3 +104,14 @@ Test(vm_state, unknown_names_are_refused) {
     }
   }
 }
+
+// A live VM is one that can still end: what `vmpod run` follows across a
+// snapshot or a migration instead of taking it for the guest's end.
+Test(vm_state, live_states_are_those_a_vm_can_end_from) {
+  for (VmState state : kAllVmStates) {
+    const bool can_end = valid_transition(state, VmState::kStopped) && state != VmState::kDefined &&
+                         state != VmState::kFailed;
+    cr_expect_eq(vm_is_live(state), can_end, "%s", std::string(vm_state_name(state)).c_str());
+    if (vm_has_qemu(state)) cr_expect(vm_is_live(state));
+  }
+}

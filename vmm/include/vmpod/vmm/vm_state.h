@@ -31,5 +31,10 @@ bool valid_transition(VmState from, VmState to);
 Status check_transition(VmState from, VmState to);
 // A QEMU runs for the VM, its vCPUs running or stopped by a monitor.
 constexpr bool vm_has_qemu(VmState state) { return state == VmState::kRunning || state == VmState::kPaused; }
+// Started and not ended: running or paused, or on its way between them
+// (starting, snapshotting, migrating).
+constexpr bool vm_is_live(VmState state) {
+  return state != VmState::kDefined && state != VmState::kStopped && state != VmState::kFailed;
+}
 
 }  // namespace vmpod::vmm
