@@ -164,6 +164,25 @@ struct Vmm::Impl {
     return vm(name);
   }
 
+  // Starts an action: moves the VM to `to` if the table allows it from the
+  // state it is in, checked and changed under one lock so that two actions
+  // can not both start; returns the VM as it was.
+  Result<VmRecord> begin(const std::string& name, VmState to, std::string reason) {
+    VmRecord before;
+    std::optional<VmEvent> event;
+    {
+      std::lock_guard lock(mutex);
+      auto it = vms.find(name);
+      if (it == vms.end()) return fail(ErrorCode::kNotFound, "no vm named '" + name + "'");
+      before = it->second;
+      auto moved = transition(it->second, to, std::move(reason));
+      if (!moved) return fail(moved.error());
+      event = *moved;
+    }
+    publish(*event);
+    return before;
+  }
+
   // Changes state if allowed and publishes; a disallowed change (the VM
   // moved on meanwhile) is dropped quietly.
   void move(const std::string& name, VmState to, std::string reason) {
@@ -372,11 +391,9 @@ struct Vmm::Impl {
       how = it->second;
       endpoint = endpoints.at(name).get();
     }
-    auto current = vm(name);
-    if (!current) return fail(current.error());
-    VMPOD_TRY_CTX(check_transition(current->state, VmState::kStarting), "restart");
     // Starting first, so the watcher does not take the old QEMU's end for the VM's.
-    move(name, VmState::kStarting, "restart");
+    auto current = begin(name, VmState::kStarting, "restart");
+    if (!current) return fail(current.error().context("restart"));
     Status stopped = [&]() -> Status {
       std::lock_guard call(how.compute->call_mutex);
       if (!how.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
@@ -412,11 +429,9 @@ struct Vmm::Impl {
       }
     }
     if (destination == how.compute) return fail(ErrorCode::kInvalidArgument, "vm " + name + " already runs on " + to);
-    auto current = vm(name);
-    if (!current) return fail(current.error());
+    auto current = begin(name, VmState::kMigrating, "to " + to);
+    if (!current) return fail(current.error().context("migrate " + name));
     const VmState resume_as = current->state;
-    VMPOD_TRY_CTX(check_transition(resume_as, VmState::kMigrating), "migrate " + name);
-    move(name, VmState::kMigrating, "to " + to);
     const std::string source_id = how.compute->record.pod_id;
 
     const auto paused = std::chrono::steady_clock::now();
@@ -499,11 +514,9 @@ struct Vmm::Impl {
       if (it == launches.end()) return fail(ErrorCode::kNotFound, "no vm named '" + name + "'");
       how = it->second;
     }
-    auto current = vm(name);
-    if (!current) return fail(current.error());
+    auto current = begin(name, VmState::kSnapshotting, snapshot);
+    if (!current) return fail(current.error().context("snapshot " + name));
     const VmState resume_as = current->state;
-    VMPOD_TRY_CTX(check_transition(resume_as, VmState::kSnapshotting), "snapshot " + name);
-    move(name, VmState::kSnapshotting, snapshot);
     auto compute_call = [&](auto call) {
       std::lock_guard lock(how.compute->call_mutex);
       using R = decltype(call(*how.compute->compute));
