@@ -507,16 +507,21 @@ struct Vmm::Impl {
 
   Result<SnapshotRecord> snapshot_vm(const std::string& name, const std::string& snapshot, bool stay_paused) {
     VMPOD_TRY_CTX(snapshots->check_new_name(snapshot), "snapshot");
+    auto current = begin(name, VmState::kSnapshotting, snapshot);
+    if (!current) return fail(current.error().context("snapshot " + name));
+    const VmState resume_as = current->state;
+    // Read once snapshotting: no migration can move the VM meanwhile, and
+    // every VM that can snapshot (running or paused) was launched.
     Launch how;
     {
       std::lock_guard lock(mutex);
       auto it = launches.find(name);
-      if (it == launches.end()) return fail(ErrorCode::kNotFound, "no vm named '" + name + "'");
-      how = it->second;
+      if (it != launches.end()) how = it->second;
     }
-    auto current = begin(name, VmState::kSnapshotting, snapshot);
-    if (!current) return fail(current.error().context("snapshot " + name));
-    const VmState resume_as = current->state;
+    if (!how.compute) {
+      move(name, resume_as, "snapshot " + snapshot + " failed: never launched");
+      return fail(ErrorCode::kInternal, "snapshot " + name + ": the vm was never launched");
+    }
     auto compute_call = [&](auto call) {
       std::lock_guard lock(how.compute->call_mutex);
       using R = decltype(call(*how.compute->compute));
