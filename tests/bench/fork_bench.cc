@@ -35,6 +35,7 @@
 #include <vmpod/vmm/vmm.h>
 
 #include "bench_common.h"
+#include "bench_guest.h"
 
 namespace {
 
@@ -42,7 +43,6 @@ using namespace vmpod;
 using bench::Figure;
 using bench::Goal;
 
-constexpr auto kBootTimeout = std::chrono::seconds(240);
 constexpr auto kMigrationTimeout = std::chrono::seconds(300);
 constexpr auto kAgentTimeout = std::chrono::seconds(60);
 constexpr auto kTaskTimeout = std::chrono::seconds(180);
@@ -71,49 +71,11 @@ struct Options {
   bool verbose = false;
 };
 
-cpuserver::GuestSpec guest_spec(const std::string& name, uint64_t memory) {
-  cpuserver::GuestSpec guest;
-  guest.name = name;
-  guest.memory_bytes = memory;
-  guest.accel = cpuserver::Accel::kTcg;
-  guest.kernel = bench::guest_image_file("vmlinux");
-  guest.initrd = bench::guest_image_file("initramfs.cpio.gz");
-  guest.append = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
-  return guest;
-}
-
-// 256MiB, 2GiB: a figure name has no spaces.
-std::string label(uint64_t bytes) {
-  std::string text = format_bytes(bytes);
-  text.erase(std::remove(text.begin(), text.end(), ' '), text.end());
-  return text;
-}
-
-// Runs `command` in the guest (waiting for its agent, so for its boot) and
-// fails unless it exits 0.
-Status run_in_guest(const std::string& agent_socket, const std::string& command, const std::string& what) {
-  auto agent = cpuserver::GuestAgent::connect(agent_socket, kBootTimeout);
-  if (!agent) return fail(agent.error().context("guest agent"));
-  auto ran = (*agent)->run(command, kBootTimeout);
-  if (!ran) return fail(ran.error().context(what));
-  if (ran->exit_code != 0) return fail(ErrorCode::kInternal, what + ": " + ran->output);
-  return {};
-}
-
-// Fills half the guest's RAM and holds it until the guest ends.
-Status fill(const std::string& agent_socket, uint64_t memory) {
-  return run_in_guest(agent_socket,
-                      fmt::format("vmpod-memcheck --size-mib {} --seed 1 --wait-file /tmp/never >/tmp/fill.out 2>&1 & "
-                                  "while ! grep -q written /tmp/fill.out; do sleep 0.2; done",
-                                  (memory >> 20) / 2),
-                      "filling the guest's RAM");
-}
-
 // The fixed task: a memcheck writes 64 MiB and waits for /tmp/go to verify
 // it. Started in the base before its snapshot, so that every clone finds
 // it waiting and verifying reads that RAM back through the clone's regions.
 Status start_task(const std::string& agent_socket) {
-  return run_in_guest(agent_socket,
+  return bench::run_in_guest(agent_socket,
                       "vmpod-memcheck --size-mib 64 --seed 3 --wait-file /tmp/go >/tmp/task.out 2>&1 & "
                       "while ! grep -q 'MEMCHECK written' /tmp/task.out; do sleep 0.2; done",
                       "starting the task");
@@ -189,7 +151,7 @@ class SavedPlainGuest {
     std::unique_ptr<SavedPlainGuest> saved(new SavedPlainGuest(spec, dir));
     auto qemu = saved->start(false);
     if (!qemu) return fail(qemu.error());
-    VMPOD_TRY_CTX(fill((*qemu)->paths().agent_socket, spec.memory_bytes), "plain guest");
+    VMPOD_TRY_CTX(bench::fill_half((*qemu)->paths().agent_socket, spec.memory_bytes), "plain guest");
     // Paused, the stream is one pass over a RAM that does not change: it
     // does not depend on QEMU 7.2's dirty tracking, which loses pages of
     // TCG guests (shared/FACTS.md).
@@ -283,7 +245,7 @@ Result<double> fork_ms(vmm::VmmClient& vmm) {
 
 Result<LatencyResult> measure_latency(const Options& o, vmm::VmmClient& vmm, SavedPlainGuest& plain,
                                       uint64_t memory, uint64_t device_state_bytes) {
-  LatencyResult result{{"fork.latency_ms." + label(memory), "vmpod", "qemu", {}, {}},
+  LatencyResult result{{"fork.latency_ms." + bench::size_label(memory), "vmpod", "qemu", {}, {}},
                        device_state_bytes,
                        plain.stream_bytes()};
   const unsigned rounds = o.warmup + o.pairs;
@@ -294,7 +256,7 @@ Result<LatencyResult> measure_latency(const Options& o, vmm::VmmClient& vmm, Sav
       const bool vmpod_turn = (turn == 0) == vmpod_first;
       auto ms = vmpod_turn ? fork_ms(vmm) : plain.restore_ms();
       if (!ms) return fail(ms.error());
-      std::fprintf(stderr, "fork_bench: %s latency pair %u/%u%s: %-5s %.1f ms\n", label(memory).c_str(), round + 1,
+      std::fprintf(stderr, "fork_bench: %s latency pair %u/%u%s: %-5s %.1f ms\n", bench::size_label(memory).c_str(), round + 1,
                    rounds, measured ? "" : " (warm-up)", vmpod_turn ? "vmpod" : "qemu", *ms);
       if (measured) (vmpod_turn ? result.latency.subject : result.latency.baseline).push_back(*ms);
     }
@@ -392,7 +354,7 @@ Result<MemoryResult> measure_memory(const Options& o, vmm::VmmClient& vmm, uint6
 }
 
 Status measure(const Options& o, uint64_t memory, bool first, Results& results) {
-  const std::string dir = o.dir + "/" + label(memory);
+  const std::string dir = o.dir + "/" + bench::size_label(memory);
   vmm::LocalClusterConfig config;
   config.vmpod_binary = bench::vmpod_binary();
   config.dir = dir + "/cluster";
@@ -403,16 +365,16 @@ Status measure(const Options& o, uint64_t memory, bool first, Results& results) 
   config.memory_pod_capacity = 2 * memory;
   config.verbose = o.verbose;
   std::fprintf(stderr, "fork_bench: %s: starting a cluster, booting and snapshotting the base guest\n",
-               label(memory).c_str());
+               bench::size_label(memory).c_str());
   auto cluster = vmm::LocalCluster::start(config);
   if (!cluster) return fail(cluster.error());
   auto vmm = vmm::VmmClient::connect((*cluster)->vmm_address(), std::chrono::seconds(5));
   if (!vmm) return fail(vmm.error());
   vmm::VmRequest request;
-  request.guest = guest_spec("base", memory);
+  request.guest = bench::guest_spec("base", memory);
   auto base = (*vmm)->create_vm(request);
   if (!base) return fail(base.error());
-  VMPOD_TRY_CTX(fill(base->runtime.paths.agent_socket, memory), "vmpod guest");
+  VMPOD_TRY_CTX(bench::fill_half(base->runtime.paths.agent_socket, memory), "vmpod guest");
   // The base pauses at its last snapshot: an idle TCG guest still takes CPU
   // from what is measured, and a paused one writes nothing to the pods.
   auto ready = (*vmm)->snapshot_vm("base", kReadySnapshot, /*stay_paused=*/!first);
@@ -423,8 +385,8 @@ Status measure(const Options& o, uint64_t memory, bool first, Results& results) 
     if (!task) return fail(task.error());
   }
   if (bench::stop_requested()) return {};
-  std::fprintf(stderr, "fork_bench: %s: booting a plain QEMU guest and saving it to a file\n", label(memory).c_str());
-  auto plain = SavedPlainGuest::save(guest_spec("base", memory), dir);
+  std::fprintf(stderr, "fork_bench: %s: booting a plain QEMU guest and saving it to a file\n", bench::size_label(memory).c_str());
+  auto plain = SavedPlainGuest::save(bench::guest_spec("base", memory), dir);
   if (!plain) return fail(plain.error());
   if (bench::stop_requested()) return {};
 

@@ -34,6 +34,7 @@
 #include <vmpod/vmm/vmm.h>
 
 #include "bench_common.h"
+#include "bench_guest.h"
 
 namespace {
 
@@ -41,7 +42,6 @@ using namespace vmpod;
 using bench::Figure;
 using bench::Goal;
 
-constexpr auto kBootTimeout = std::chrono::seconds(240);
 constexpr auto kMigrationTimeout = std::chrono::seconds(300);
 
 struct Options {
@@ -54,19 +54,8 @@ struct Options {
   bool verbose = false;
 };
 
-cpuserver::GuestSpec guest_spec(const std::string& name, uint64_t memory) {
-  cpuserver::GuestSpec guest;
-  guest.name = name;
-  guest.memory_bytes = memory;
-  guest.accel = cpuserver::Accel::kTcg;
-  guest.kernel = bench::guest_image_file("vmlinux");
-  guest.initrd = bench::guest_image_file("initramfs.cpio.gz");
-  guest.append = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
-  return guest;
-}
-
 Status wait_booted(const std::string& agent_socket) {
-  auto agent = cpuserver::GuestAgent::connect(agent_socket, kBootTimeout);
+  auto agent = cpuserver::GuestAgent::connect(agent_socket, bench::kBootTimeout);
   if (!agent) return fail(agent.error().context("guest agent"));
   return {};
 }
@@ -130,32 +119,11 @@ struct SizeResult {
   Figure downtime;
 };
 
-// 256MiB, 2GiB: a figure name has no spaces.
-std::string label(uint64_t bytes) {
-  std::string text = format_bytes(bytes);
-  text.erase(std::remove(text.begin(), text.end(), ' '), text.end());
-  return text;
-}
-
-// Fills half the guest's RAM and holds it until the guest ends.
-Status fill(const std::string& agent_socket, uint64_t memory) {
-  auto agent = cpuserver::GuestAgent::connect(agent_socket, kBootTimeout);
-  if (!agent) return fail(agent.error().context("guest agent"));
-  const std::string command = fmt::format(
-      "vmpod-memcheck --size-mib {} --seed 1 --wait-file /tmp/never >/tmp/fill.out 2>&1 & "
-      "while ! grep -q written /tmp/fill.out; do sleep 0.2; done",
-      (memory >> 20) / 2);
-  auto filled = (*agent)->run(command, kBootTimeout);
-  if (!filled) return fail(filled.error().context("filling the guest's RAM"));
-  if (filled->exit_code != 0) return fail(ErrorCode::kInternal, "filling the guest's RAM: " + filled->output);
-  return {};
-}
-
 Result<SizeResult> measure(const Options& o, uint64_t memory) {
   SizeResult result{memory,
-                    {"migrate.total_ms." + label(memory), "vmpod", "qemu", {}, {}},
-                    {"migrate.downtime_ms." + label(memory), "vmpod", "qemu", {}, {}}};
-  const std::string dir = o.dir + "/" + label(memory);
+                    {"migrate.total_ms." + bench::size_label(memory), "vmpod", "qemu", {}, {}},
+                    {"migrate.downtime_ms." + bench::size_label(memory), "vmpod", "qemu", {}, {}}};
+  const std::string dir = o.dir + "/" + bench::size_label(memory);
   vmm::LocalClusterConfig config;
   config.vmpod_binary = bench::vmpod_binary();
   config.dir = dir + "/cluster";
@@ -164,20 +132,20 @@ Result<SizeResult> measure(const Options& o, uint64_t memory) {
   config.memory_pod_capacity = memory;
   config.verbose = o.verbose;
   std::fprintf(stderr, "migrate_bench: %s: starting a cluster with two compute pods, booting both guests\n",
-               label(memory).c_str());
+               bench::size_label(memory).c_str());
   auto cluster = vmm::LocalCluster::start(config);
   if (!cluster) return fail(cluster.error());
   auto vmm = vmm::VmmClient::connect((*cluster)->vmm_address(), std::chrono::seconds(5));
   if (!vmm) return fail(vmm.error());
   vmm::VmRequest request;
-  request.guest = guest_spec("moving", memory);
+  request.guest = bench::guest_spec("moving", memory);
   auto vm = (*vmm)->create_vm(request);
   if (!vm) return fail(vm.error());
-  VMPOD_TRY_CTX(fill(vm->runtime.paths.agent_socket, memory), "vmpod guest");
+  VMPOD_TRY_CTX(bench::fill_half(vm->runtime.paths.agent_socket, memory), "vmpod guest");
   std::string where = vm->compute_pod;
-  auto plain = PlainGuest::boot(guest_spec("moving", memory), dir);
+  auto plain = PlainGuest::boot(bench::guest_spec("moving", memory), dir);
   if (!plain) return fail(plain.error());
-  VMPOD_TRY_CTX(fill((*plain)->agent_socket(), memory), "plain guest");
+  VMPOD_TRY_CTX(bench::fill_half((*plain)->agent_socket(), memory), "plain guest");
 
   const unsigned rounds = o.warmup + o.pairs;
   for (unsigned round = 0; round < rounds && !bench::stop_requested(); ++round) {
@@ -200,7 +168,7 @@ Result<SizeResult> measure(const Options& o, uint64_t memory) {
         downtime_ms = times->downtime_ms;
       }
       std::fprintf(stderr, "migrate_bench: %s pair %u/%u%s: %-5s total %.1f ms downtime %.1f ms\n",
-                   label(memory).c_str(), round + 1, rounds, measured ? "" : " (warm-up)",
+                   bench::size_label(memory).c_str(), round + 1, rounds, measured ? "" : " (warm-up)",
                    vmpod_turn ? "vmpod" : "qemu", total_ms, downtime_ms);
       if (!measured) continue;
       (vmpod_turn ? result.total.subject : result.total.baseline).push_back(total_ms);
