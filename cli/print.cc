@@ -45,7 +45,10 @@ nlohmann::json vm_json(const vmm::VmRecord& vm) {
           {"snapshot", vm.snapshot},
           {"serial-socket", vm.runtime.paths.serial_socket},
           {"serial-log", vm.runtime.paths.serial_log},
-          {"agent-socket", vm.runtime.paths.agent_socket}};
+          {"agent-socket", vm.runtime.paths.agent_socket},
+          {"generation-id", vm.guest.generation_id},
+          {"mac", vm.guest.mac},
+          {"code-disk", vm.guest.code_disk}};
 }
 
 }  // namespace vmpod::cli

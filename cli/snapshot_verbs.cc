@@ -146,6 +146,8 @@ void add_snapshot_verbs(CLI::App& app, Outcome& outcome) {
                        "clones are PREFIX-N, lowest free N first (default: the snapshot's name)");
   fork_cmd->add_option("--compute-pod", fork_flags->fork.compute_pod, "run them there (default: least loaded)");
   fork_cmd->add_flag("--paused", fork_flags->fork.paused, "the clones wait for cont");
+  fork_cmd->add_option("--code-disk", fork_flags->fork.code_disk,
+                       "give the clones this raw image as their code disk instead of the snapshot's");
   fork_cmd->add_flag("!--no-prefetch", fork_flags->fork.prefetch,
                      "do not fetch the snapshot's working set ahead of the clones");
   fork_cmd->callback([fork_flags, &outcome] { outcome.code = fork(*fork_flags); });

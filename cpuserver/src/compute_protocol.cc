@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <deque>
 
+#include <vmpod/cpuserver/guest_identity.h>
 #include <vmpod/net/message.h>
 
 namespace vmpod::cpuserver {
@@ -24,6 +25,9 @@ GuestSpecMessage::GuestSpecMessage(const GuestSpec& spec)
   message.initrd = c_str(spec_.initrd);
   message.append = c_str(spec_.append);
   message.disk = c_str(spec_.disk);
+  message.code_disk = c_str(spec_.code_disk);
+  message.generation_id = c_str(spec_.generation_id);
+  message.mac = c_str(spec_.mac);
 }
 
 Result<GuestSpec> guest_spec_from(const Vmpod__Pods__GuestSpec* message) {
@@ -48,6 +52,15 @@ Result<GuestSpec> guest_spec_from(const Vmpod__Pods__GuestSpec* message) {
   spec.disk = message->disk;
   if (spec.kernel.empty() && spec.disk.empty()) {
     return fail(ErrorCode::kInvalidArgument, "a guest needs a kernel or a disk");
+  }
+  spec.code_disk = message->code_disk;
+  spec.generation_id = message->generation_id;
+  if (!spec.generation_id.empty()) {
+    if (auto ok = check_generation_id(spec.generation_id); !ok) return fail(ok.error());
+  }
+  spec.mac = message->mac;
+  if (!spec.mac.empty()) {
+    if (auto ok = check_mac(spec.mac); !ok) return fail(ok.error());
   }
   return spec;
 }

@@ -52,6 +52,15 @@ QemuPaths QemuPaths::in(const std::string& run_dir) {
                    run_dir + "/serial.log", run_dir + "/agent.sock", run_dir + "/qemu.log"};
 }
 
+std::string qemu_option_value(std::string_view value) {
+  std::string out;
+  for (char c : value) {
+    out += c;
+    if (c == ',') out += ',';
+  }
+  return out;
+}
+
 std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel) {
   const GuestSpec& guest = config.guest;
   QemuPaths paths = QemuPaths::in(config.run_dir);
@@ -92,7 +101,20 @@ std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel
   if (!guest.initrd.empty()) args.insert(args.end(), {"-initrd", guest.initrd});
   if (!guest.append.empty()) args.insert(args.end(), {"-append", guest.append});
   if (!guest.disk.empty()) {
-    args.insert(args.end(), {"-drive", "file=" + guest.disk + ",if=virtio,cache=unsafe"});
+    args.insert(args.end(), {"-drive", "file=" + qemu_option_value(guest.disk) + ",if=virtio,cache=unsafe"});
+  }
+  if (!guest.code_disk.empty()) {
+    args.insert(args.end(), {"-drive", "file=" + qemu_option_value(guest.code_disk) +
+                                           ",if=none,id=code0,format=raw,readonly=on",
+                             "-device", "virtio-blk-pci,drive=code0,serial=vmpod-code"});
+  }
+  if (!guest.generation_id.empty()) {
+    args.insert(args.end(), {"-device", "vmgenid,id=vmgenid0,guid=" + guest.generation_id});
+  }
+  if (!guest.mac.empty()) {
+    // restrict=on: the guest reaches neither the host nor any network.
+    args.insert(args.end(), {"-netdev", "user,id=net0,restrict=on",
+                             "-device", "virtio-net-pci,netdev=net0,mac=" + guest.mac});
   }
   return args;
 }

@@ -36,7 +36,7 @@ class FixedCommands final : public qapi::Commands {
   }
   Result<qapi::XVmpodVmInfo> x_vmpod_query_vm() override {
     return qapi::XVmpodVmInfo{"vm0", qapi::XVmpodVmState::kRunning, std::nullopt, "cpu0", {"mem0"}, 1, "/q",
-                              std::nullopt};
+                              std::nullopt, std::nullopt, std::nullopt};
   }
   Result<qapi::XVmpodSnapshotInfo> x_vmpod_snapshot(const qapi::XVmpodSnapshotArguments& arguments) override {
     if (arguments.name.empty()) return fail(ErrorCode::kInvalidArgument, "snapshot name '' must be 1-64 letters");

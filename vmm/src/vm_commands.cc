@@ -28,7 +28,8 @@ qapi::XVmpodVmInfo vm_info(const VmRecord& vm) {
   return qapi::XVmpodVmInfo{vm.name,         schema_vm_state(vm.state),
                             present(vm.reason), vm.compute_pod,
                             vm.memory_pods,  vm_has_qemu(vm.state) ? vm.runtime.qemu_pid : 0,
-                            vm.qmp_endpoint, present(vm.snapshot)};
+                            vm.qmp_endpoint, present(vm.snapshot),
+                            present(vm.guest.generation_id), present(vm.guest.mac)};
 }
 
 qapi::XVmpodSnapshotInfo snapshot_info(const SnapshotRecord& snapshot) {
@@ -140,6 +141,7 @@ Result<std::vector<qapi::XVmpodVmInfo>> VmCommands::x_vmpod_fork(const qapi::XVm
   request.compute_pod = arguments.compute_pod.value_or("");
   request.paused = arguments.paused.value_or(false);
   request.prefetch = arguments.prefetch.value_or(true);
+  request.code_disk = arguments.code_disk.value_or("");
   auto clones = vmm_.fork_snapshot(request);
   if (!clones) return fail(clones.error());
   std::vector<qapi::XVmpodVmInfo> out;

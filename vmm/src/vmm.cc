@@ -11,6 +11,7 @@
 
 #include <vmpod/base/periodic_task.h>
 #include <vmpod/cpuserver/compute_client.h>
+#include <vmpod/cpuserver/guest_identity.h>
 #include <vmpod/net/message.h>
 #include <vmpod/pods/protocol.h>
 #include <vmpod/pods/rpc.h>
@@ -363,6 +364,7 @@ struct Vmm::Impl {
       how.compute = chosen->front();
       VmRecord vm;
       vm.name = name;
+      vm.guest = how.guest;
       vm.compute_pod = how.compute->record.pod_id;
       for (size_t i = 1; i < chosen->size(); ++i) {
         vm.memory_pods.push_back((*chosen)[i]->record.pod_id);
@@ -581,6 +583,10 @@ struct Vmm::Impl {
     if (request.count == 0 || request.count > kMaxForkCount) {
       return fail(ErrorCode::kInvalidArgument, "fork: count must be 1 to " + std::to_string(kMaxForkCount));
     }
+    if (!request.code_disk.empty() && snapshot->guest.code_disk.empty()) {
+      return fail(ErrorCode::kInvalidArgument, "fork: snapshot " + request.snapshot +
+                                                   " has no code disk to replace (its VM was made without one)");
+    }
     const std::string prefix = request.name_prefix.empty() ? request.snapshot : request.name_prefix;
     std::vector<VmRecord> clones;
     for (unsigned i = 0; i < request.count; ++i) {
@@ -619,8 +625,14 @@ struct Vmm::Impl {
       if (!compute) return fail(compute.error().context("fork"));
       how.compute = *compute;
       how.guest.name = free_clone_name(prefix);
+      // Clones of one snapshot would otherwise share its RNG state (until
+      // the guest reseeds) and its MAC.
+      if (!how.guest.generation_id.empty()) how.guest.generation_id = cpuserver::new_generation_id();
+      if (!how.guest.mac.empty()) how.guest.mac = cpuserver::new_mac();
+      if (!request.code_disk.empty()) how.guest.code_disk = request.code_disk;
       VmRecord vm;
       vm.name = how.guest.name;
+      vm.guest = how.guest;
       vm.compute_pod = how.compute->record.pod_id;
       vm.memory_pods = snapshot.record.memory_pods;
       vm.snapshot = snapshot.record.name;

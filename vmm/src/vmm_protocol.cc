@@ -11,7 +11,7 @@ char* c_str(const std::string& s) { return const_cast<char*>(s.c_str()); }
 // Holds everything a VmInfo message points into; never moved.
 struct VmInfoMessage {
   explicit VmInfoMessage(const VmRecord& vm)
-      : vm_(vm), state_(vm_state_name(vm.state)), runtime_(vm.runtime) {
+      : vm_(vm), state_(vm_state_name(vm.state)), runtime_(vm.runtime), guest_(vm.guest) {
     for (const auto& pod : vm_.memory_pods) pods_.push_back(c_str(pod));
     message.name = c_str(vm_.name);
     message.state = c_str(state_);
@@ -24,6 +24,8 @@ struct VmInfoMessage {
     message.hmp_endpoint = c_str(vm_.hmp_endpoint);
     message.qmp_tcp_endpoint = c_str(vm_.qmp_tcp_endpoint);
     message.snapshot = c_str(vm_.snapshot);
+    // (a VM that never got as far as a spec has none to send)
+    if (!vm_.guest.kernel.empty() || !vm_.guest.disk.empty()) message.guest = &guest_.message;
   }
   VmInfoMessage(const VmInfoMessage&) = delete;
   VmInfoMessage& operator=(const VmInfoMessage&) = delete;
@@ -33,6 +35,7 @@ struct VmInfoMessage {
   VmRecord vm_;
   std::string state_;
   cpuserver::RuntimeMessage runtime_;
+  cpuserver::GuestSpecMessage guest_;
   std::vector<char*> pods_;
 };
 
@@ -162,6 +165,11 @@ Result<std::vector<VmRecord>> vm_list_from(std::string_view body) {
       if (!runtime) return fail(runtime.error());
       vm.runtime = *runtime;
     }
+    if (info->guest != nullptr) {
+      auto guest = cpuserver::guest_spec_from(info->guest);
+      if (!guest) return fail(guest.error());
+      vm.guest = *guest;
+    }
     out.push_back(std::move(vm));
   }
   return out;
@@ -230,6 +238,7 @@ std::string pack_fork_request(const ForkRequest& request) {
   message.compute_pod = c_str(request.compute_pod);
   message.paused = request.paused;
   message.no_prefetch = !request.prefetch;
+  message.code_disk = c_str(request.code_disk);
   return net::pack_message(message.base);
 }
 
@@ -243,6 +252,7 @@ Result<ForkRequest> fork_request_from(std::string_view body) {
   request.compute_pod = (*message)->compute_pod;
   request.paused = (*message)->paused;
   request.prefetch = !(*message)->no_prefetch;
+  request.code_disk = (*message)->code_disk;
   return request;
 }
 

@@ -33,7 +33,7 @@ class FixedCommands final : public qapi::Commands {
   }
   Result<qapi::XVmpodVmInfo> x_vmpod_query_vm() override {
     return qapi::XVmpodVmInfo{"vm0", qapi::XVmpodVmState::kPaused, std::nullopt, "cpu0", {"mem0", "mem1"}, 42,
-                              "/run/vm0.qmp", std::nullopt};
+                              "/run/vm0.qmp", std::nullopt, std::nullopt, std::nullopt};
   }
   Status x_vmpod_migrate(const qapi::XVmpodMigrateArguments& arguments) override {
     migrated_to = arguments.to;
@@ -54,7 +54,7 @@ class FixedCommands final : public qapi::Commands {
     for (int64_t i = 0; i < arguments.count.value_or(1); ++i) {
       clones.push_back({arguments.name_prefix.value_or(arguments.snapshot) + "-" + std::to_string(i),
                         qapi::XVmpodVmState::kRunning, std::nullopt, "cpu0", {"mem0"}, 100 + i, "/run/c.qmp",
-                        arguments.snapshot});
+                        arguments.snapshot, std::nullopt, std::nullopt});
     }
     return clones;
   }

@@ -39,6 +39,12 @@ struct GuestSpec {
   std::string initrd;
   std::string append;
   std::string disk;  // a raw or qcow2 image, as virtio-blk
+  // A read-only raw image as a second virtio-blk disk with the serial
+  // "vmpod-code": the code under test, which each clone of a snapshot may
+  // replace (the guest reads it only after the fork).
+  std::string code_disk;
+  std::string generation_id;  // a UUID: a vmgenid device with it; empty: none
+  std::string mac;  // a virtio-net NIC on an isolated user network; empty: none
 };
 
 struct QemuConfig {
@@ -63,6 +69,8 @@ struct QemuPaths {
   static QemuPaths in(const std::string& run_dir);
 };
 
+// A value inside a QEMU option list ("file=VALUE,..."): commas doubled.
+std::string qemu_option_value(std::string_view value);
 std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel);
 
 class QemuProcess {

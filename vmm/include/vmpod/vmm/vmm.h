@@ -51,6 +51,7 @@ struct VmRecord {
   std::string hmp_endpoint;  // its HMP text socket, likewise
   std::string qmp_tcp_endpoint;  // "tcp:HOST:PORT" when asked for, else empty
   std::string snapshot;  // the snapshot it was forked from, if any
+  cpuserver::GuestSpec guest;  // what its QEMU runs, with its identity
 };
 
 // How a migration went: the VM where it is now, and the time its vCPUs did
@@ -89,6 +90,8 @@ struct ForkRequest {
   bool paused = false;      // the clones' vCPUs wait for `cont`
   // Fetch the snapshot's working set ahead of each clone (see SnapshotRecord).
   bool prefetch = true;
+  // The clones' code disk instead of the snapshot's (which must have one).
+  std::string code_disk;
 };
 
 struct VmEvent {
