@@ -46,6 +46,21 @@ int wait_for_stop_signal();
 void block_stop_signals();
 std::string default_image_dir();
 
+// SIGINT and SIGTERM (blocked with block_stop_signals) as a file
+// descriptor to poll.
+class SignalFd {
+ public:
+  SignalFd();
+  ~SignalFd();
+  SignalFd(const SignalFd&) = delete;
+  SignalFd& operator=(const SignalFd&) = delete;
+  int fd() const { return fd_; }
+  bool fired();  // consumes one
+
+ private:
+  int fd_;
+};
+
 }  // namespace vmpod::cli
 
 #include <nlohmann/json.hpp>

@@ -1,4 +1,6 @@
 #include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -50,6 +52,21 @@ int wait_for_stop_signal() {
   int signal = 0;
   sigwait(&set, &signal);
   return signal;
+}
+
+SignalFd::SignalFd() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  fd_ = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+SignalFd::~SignalFd() { ::close(fd_); }
+
+bool SignalFd::fired() {
+  signalfd_siginfo info;
+  return ::read(fd_, &info, sizeof(info)) == sizeof(info);
 }
 
 std::string default_image_dir() {

@@ -47,10 +47,6 @@ struct RunFlags {
   bool verbose = false;
 };
 
-// Kernel parameters the guest image needs: its console on the serial port,
-// and a panic that ends QEMU instead of hanging the guest.
-constexpr const char* kBaseAppend = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
-
 Result<vmm::VmRequest> vm_request(const RunFlags& flags) {
   vmm::VmRequest request;
   cpuserver::GuestSpec& guest = request.guest;
@@ -72,7 +68,7 @@ Result<vmm::VmRequest> vm_request(const RunFlags& flags) {
                                                       "or pass --kernel and --initrd");
     }
   }
-  guest.append = std::string(kBaseAppend) + (flags.append.empty() ? "" : " " + flags.append);
+  guest.append = std::string(cpuserver::kGuestImageAppend) + (flags.append.empty() ? "" : " " + flags.append);
   request.memory_pod_count = flags.memory_pods;
   auto stripe = parse_size(flags.stripe);
   if (!stripe) return fail(stripe.error().context("--stripe"));
@@ -87,25 +83,6 @@ Result<vmm::VmRequest> vm_request(const RunFlags& flags) {
   return request;
 }
 
-class SignalFd {
- public:
-  SignalFd() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    fd_ = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-  }
-  ~SignalFd() { ::close(fd_); }
-  int fd() const { return fd_; }
-  bool fired() {
-    signalfd_siginfo info;
-    return ::read(fd_, &info, sizeof(info)) == sizeof(info);
-  }
-
- private:
-  int fd_;
-};
 
 bool vm_running(vmm::VmmClient& client, const std::string& name, std::string& reason, bool& failed) {
   auto vm = client.vm(name);

@@ -18,7 +18,7 @@ cpuserver::GuestSpec guest_spec(const std::string& name, uint64_t memory) {
   guest.accel = cpuserver::Accel::kTcg;
   guest.kernel = guest_image_file("vmlinux");
   guest.initrd = guest_image_file("initramfs.cpio.gz");
-  guest.append = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
+  guest.append = cpuserver::kGuestImageAppend;
   return guest;
 }
 

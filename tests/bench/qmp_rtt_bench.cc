@@ -62,7 +62,7 @@ cpuserver::GuestSpec guest_spec() {
   guest.accel = cpuserver::Accel::kTcg;
   guest.kernel = bench::guest_image_file("vmlinux");
   guest.initrd = bench::guest_image_file("initramfs.cpio.gz");
-  guest.append = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
+  guest.append = cpuserver::kGuestImageAppend;
   return guest;
 }
 

@@ -11,6 +11,8 @@
 #include <fstream>
 #include <thread>
 
+#include <vmpod/cpuserver/guest_identity.h>
+
 namespace vmpod::testing {
 
 namespace {
@@ -62,7 +64,11 @@ cpuserver::GuestSpec guest_spec(const GuestOptions& options) {
   std::string images = env("VMPOD_IMAGE_DIR");
   guest.kernel = images + "/vmlinux";
   guest.initrd = images + "/initramfs.cpio.gz";
-  guest.append = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
+  guest.append = cpuserver::kGuestImageAppend;
+  if (options.identity) {
+    guest.generation_id = cpuserver::new_generation_id();
+    guest.mac = cpuserver::new_mac();
+  }
   return guest;
 }
 

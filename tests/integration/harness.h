@@ -27,6 +27,7 @@ struct GuestOptions {
   uint64_t local_cache_bytes = 0;
   net::FabricProvider provider = net::FabricProvider::kTcp;
   std::string qmp_tcp;  // VmRequest::qmp_tcp
+  bool identity = false;  // a vmgenid generation ID and a NIC with a MAC
 };
 
 struct BootedGuest {

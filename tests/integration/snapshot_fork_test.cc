@@ -7,6 +7,7 @@
 // Deleting the snapshots and stopping the clones gives every page back.
 #include <criterion/criterion.h>
 
+#include <set>
 #include <thread>
 
 #include <vmpod/qmp/qmp_client.h>
@@ -19,6 +20,8 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr int kClones = 4;
+// The vmm's working-set window (kWorkingSetWindow, 5 s) with a margin.
+constexpr auto kRecordingWindow = std::chrono::seconds(6);
 
 std::string memcheck(int size_mib, int seed, const std::string& wait_file, const std::string& out) {
   return "vmpod-memcheck --size-mib " + std::to_string(size_mib) + " --seed " + std::to_string(seed) +
@@ -69,6 +72,7 @@ Test(snapshot_fork, clones_share_the_snapshot_and_keep_their_own_writes, .timeou
      .fini = vmpod::testing::stop_all) {
   testing::GuestOptions options;
   options.pod_capacity_bytes = 1ull << 30;
+  options.identity = true;
   auto base = testing::boot_guest("snapshot-fork", options);
   vmm::VmmClient& vmm = *base->vmm;
 
@@ -93,10 +97,29 @@ Test(snapshot_fork, clones_share_the_snapshot_and_keep_their_own_writes, .timeou
 
   std::vector<testing::BootedGuest> clones;
   for (const auto& record : fork(vmm, "base", kClones)) clones.push_back(testing::attach_guest(base->cluster, record));
+  // base-0 records what it reads for its first kRecordingWindow; the late
+  // clone below must come after that to get the recording.
+  auto recording_over = std::chrono::steady_clock::now() + kRecordingWindow;
   for (int i = 0; i < kClones; ++i) cr_expect_eq(clones[i].vm.name, "base-" + std::to_string(i));
   // Each clone's memcheck, frozen waiting, finds the snapshot's pattern.
   for (auto& clone : clones) testing::guest_run(clone, "touch /tmp/go");
   for (auto& clone : clones) expect_verified(clone, "/tmp/base.out");
+
+  // Each clone has a generation ID and a MAC of its own, and clones of one
+  // snapshot do not draw the same random numbers. (Their kernels also mix
+  // interrupt timings in, so the draws would differ here even without the
+  // new generation ID; the ID is for guests that reseed on nothing else.)
+  std::set<std::string> ids{base->vm.guest.generation_id}, macs{base->vm.guest.mac}, draws;
+  for (auto& clone : clones) {
+    ids.insert(clone.vm.guest.generation_id);
+    macs.insert(clone.vm.guest.mac);
+    auto draw = testing::guest_run(clone, "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'");
+    cr_expect_eq(draw.output.size(), 32u, "16 random bytes: '%s'", draw.output.c_str());
+    draws.insert(draw.output);
+  }
+  cr_expect_eq(ids.size(), kClones + 1u, "fresh generation IDs");
+  cr_expect_eq(macs.size(), kClones + 1u, "fresh MACs");
+  cr_expect_eq(draws.size(), static_cast<size_t>(kClones), "every clone draws its own random numbers");
 
   // Each writes its own; with every cache dropped, each reads its own back.
   for (int i = 0; i < kClones; ++i) {
@@ -111,6 +134,7 @@ Test(snapshot_fork, clones_share_the_snapshot_and_keep_their_own_writes, .timeou
   for (auto& clone : clones) expect_verified(clone, "/tmp/own.out");
 
   // The snapshot is what it was: a clone forked now, over QMP, finds the pattern.
+  std::this_thread::sleep_until(recording_over);
   auto qmp = qmp::QmpClient::connect(testing::unix_socket(base->vm.qmp_endpoint), 5s);
   cr_assert(qmp.has_value());
   auto late = (*qmp)->execute("x-vmpod-fork", {{"snapshot", "base"}, {"name-prefix", "late"}}, 60s);

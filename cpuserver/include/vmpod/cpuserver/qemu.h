@@ -29,6 +29,11 @@ std::string_view accel_name(Accel accel);
 // shared/FACTS.md; ask for kvm explicitly where nesting works).
 Accel resolve_accel(Accel requested);
 
+// The kernel command line vmpod boots its guest image with (see
+// images/README.md): a panic ends QEMU (panic=-1 with -no-reboot), and
+// boot skips the crypto self-tests and speculation workarounds.
+inline constexpr const char* kGuestImageAppend = "console=ttyS0 panic=-1 quiet mitigations=off cryptomgr.notests";
+
 struct GuestSpec {
   std::string name = "vm0";
   uint64_t memory_bytes = 256ull << 20;
