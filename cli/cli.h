@@ -34,6 +34,7 @@ void add_run_verb(CLI::App& app, Outcome& outcome);
 void add_vm_verbs(CLI::App& app, Outcome& outcome);
 void add_monitor_verbs(CLI::App& app, Outcome& outcome);
 void add_snapshot_verbs(CLI::App& app, Outcome& outcome);
+void add_stress_verbs(CLI::App& app, Outcome& outcome);
 
 // Shared by the verbs.
 void setup_logging(const std::string& name, bool verbose);

@@ -1,8 +1,11 @@
 // The daemon verbs: each parses flags, starts its library's server, and
 // serves until SIGINT or SIGTERM.
+#include <cstdio>
+
 #include <vmpod/base/units.h>
 #include <vmpod/cpuserver/compute_pod.h>
 #include <vmpod/memserver/memserver.h>
+#include <vmpod/vmm/local_cluster.h>
 #include <vmpod/vmm/vmm.h>
 
 #include <spdlog/spdlog.h>
@@ -27,6 +30,15 @@ struct CpuserverFlags {
   std::string listen = "unix:/run/vmpod/cpu0.sock";
   std::string run_dir;
   std::string qemu = "qemu-system-x86_64";
+  bool verbose = false;
+};
+
+struct ClusterFlags {
+  std::string dir = "/run/vmpod/cluster";
+  unsigned memory_pods = 2;
+  unsigned compute_pods = 1;
+  std::string pod_capacity = "4G";
+  std::string provider = "tcp";
   bool verbose = false;
 };
 
@@ -98,6 +110,29 @@ Result<std::unique_ptr<vmm::Vmm>> start_vmm(const VmmFlags& flags) {
   return vmm::Vmm::start(config);
 }
 
+// A whole cluster on this machine that lasts until a stop signal, so that
+// snapshots (a stress plan's base, its failures) outlive one command.
+Result<std::unique_ptr<vmm::LocalCluster>> start_cluster(const ClusterFlags& flags) {
+  vmm::LocalClusterConfig config;
+  config.vmpod_binary = self_executable();
+  config.dir = flags.dir;
+  config.memory_pods = flags.memory_pods;
+  config.compute_pods = flags.compute_pods;
+  config.verbose = flags.verbose;
+  auto capacity = parse_size(flags.pod_capacity);
+  if (!capacity) return fail(capacity.error().context("--pod-capacity"));
+  config.memory_pod_capacity = *capacity;
+  auto provider = net::parse_fabric_provider(flags.provider);
+  if (!provider) return fail(provider.error());
+  config.provider = *provider;
+  auto cluster = vmm::LocalCluster::start(config);
+  if (!cluster) return fail(cluster.error());
+  std::printf("vmm %s\nexport VMPOD_VMM=%s\n", (*cluster)->vmm_address().to_string().c_str(),
+              (*cluster)->vmm_address().to_string().c_str());
+  std::fflush(stdout);
+  return cluster;
+}
+
 }  // namespace
 
 void add_daemon_verbs(CLI::App& app, Outcome& outcome) {
@@ -136,6 +171,19 @@ void add_daemon_verbs(CLI::App& app, Outcome& outcome) {
   vmm_cmd->add_flag("-v,--verbose", vmm_flags->verbose, "debug logging");
   vmm_cmd->callback([vmm_flags, &outcome] {
     outcome.code = serve("vmm", vmm_flags->verbose, [&] { return start_vmm(*vmm_flags); });
+  });
+
+  auto cluster_flags = std::make_shared<ClusterFlags>();
+  auto* cluster = app.add_subcommand("cluster", "Run memory pods, compute pods and a vmm on this machine "
+                                                "until Ctrl-C; prints the vmm's address");
+  cluster->add_option("--dir", cluster_flags->dir, "sockets, logs and guest run directories")->capture_default_str();
+  cluster->add_option("--memory-pods", cluster_flags->memory_pods, "memory pods")->capture_default_str();
+  cluster->add_option("--compute-pods", cluster_flags->compute_pods, "compute pods")->capture_default_str();
+  cluster->add_option("--pod-capacity", cluster_flags->pod_capacity, "DRAM of each memory pod")->capture_default_str();
+  cluster->add_option("--provider", cluster_flags->provider, "fabric provider: tcp, shm, verbs")->capture_default_str();
+  cluster->add_flag("-v,--verbose", cluster_flags->verbose, "debug logging in the pods");
+  cluster->callback([cluster_flags, &outcome] {
+    outcome.code = serve("cluster", cluster_flags->verbose, [&] { return start_cluster(*cluster_flags); });
   });
 }
 

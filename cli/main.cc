@@ -13,6 +13,7 @@ struct VerbGroup {
 constexpr VerbGroup kVerbGroups[] = {
     {vmpod::cli::add_run_verb},
     {vmpod::cli::add_vm_verbs},
+    {vmpod::cli::add_stress_verbs},
     {vmpod::cli::add_daemon_verbs},
 };
 

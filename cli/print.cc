@@ -21,8 +21,10 @@ void print_stats(const std::string& vm, const std::string& compute_pod, const cp
               p.cache_limit ? format_bytes(p.cache_limit).c_str() : "unbounded",
               static_cast<unsigned long long>(p.evictions), format_bytes(p.bytes_evicted).c_str());
   for (const auto& m : stats.memory_pods) {
-    std::printf("  memory pod %s: %llu pages held (%s); %llu reads (%s), %llu writes (%s)\n", m.pod_id.c_str(),
+    std::printf("  memory pod %s: %llu pages held (%s) in %llu regions and %llu frozen versions; "
+                "%llu reads (%s), %llu writes (%s)\n", m.pod_id.c_str(),
                 static_cast<unsigned long long>(m.pages_held), format_bytes(m.pages_held * pods::kPageSize).c_str(),
+                static_cast<unsigned long long>(m.regions), static_cast<unsigned long long>(m.versions),
                 static_cast<unsigned long long>(m.reads), format_bytes(m.bytes_read).c_str(),
                 static_cast<unsigned long long>(m.writes), format_bytes(m.bytes_written).c_str());
     std::printf("    service time: read p50 %.1f us p99 %.1f us, write p50 %.1f us p99 %.1f us\n",

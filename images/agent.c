@@ -324,6 +324,8 @@ static void start_job(const char *id, const char *cmd) {
   j->pid = pid;
   j->fd = p[0];
   j->buf = xrealloc(NULL, OUTPUT_CAP);
+  // The host times a command from here: the moment it is forked.
+  out_printf("started %s %d\n", id, (int)pid);
   logmsg("job %s pid %d: %s", id, (int)pid, cmd);
 }
 

@@ -14,6 +14,8 @@ packages=(
   qemu-system-x86 qemu-utils
   # the guest image (images/build-image.sh)
   busybox-static stress-ng cpio gzip zstd kmod squashfs-tools
+  # stress plans (TOML)
+  libtomlplusplus-dev
 )
 
 # podfs ends a FUSE connection nobody will let go of through fusectl.

@@ -12,6 +12,9 @@ namespace vmpod::cpuserver {
 
 namespace {
 
+// How long a killed command has to report its exit.
+constexpr std::chrono::seconds kKillGrace{5};
+
 std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point deadline) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
 }
@@ -83,20 +86,53 @@ Result<std::string> GuestAgent::read_line(std::chrono::steady_clock::time_point 
   }
 }
 
-Result<GuestCommandResult> GuestAgent::run(const std::string& command,
-                                           std::chrono::milliseconds timeout) {
+Result<std::string> GuestAgent::start(const std::string& command) {
   std::string id = std::to_string(next_id_++);
   VMPOD_TRY_CTX(send_line("run " + id + " " + base64_encode(command)), "guest agent");
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+  return id;
+}
+
+Result<GuestCommandResult> GuestAgent::run(const std::string& command, std::chrono::milliseconds timeout) {
+  auto id = start(command);
+  if (!id) return fail(id.error());
+  return await(*id, command, std::chrono::steady_clock::now() + timeout, std::nullopt);
+}
+
+Result<GuestCommandResult> GuestAgent::run_with_limit(const std::string& command, std::chrono::milliseconds limit) {
+  auto id = start(command);
+  if (!id) return fail(id.error());
+  auto kill_at = std::chrono::steady_clock::now() + limit;
+  // The kill's answer and the command's exit follow within the grace.
+  return await(*id, command, kill_at + kKillGrace, kill_at);
+}
+
+Result<GuestCommandResult> GuestAgent::await(const std::string& id, const std::string& command,
+                                             std::chrono::steady_clock::time_point deadline,
+                                             std::optional<std::chrono::steady_clock::time_point> kill_at) {
   GuestCommandResult result;
   while (true) {
-    auto line = read_line(deadline);
-    if (!line) return fail(line.error().context("guest agent: " + command));
+    auto wait_until = kill_at && !result.timed_out ? std::min(*kill_at, deadline) : deadline;
+    auto line = read_line(wait_until);
+    if (!line) {
+      bool at_limit = kill_at && !result.timed_out && std::chrono::steady_clock::now() >= *kill_at;
+      if (line.error().code() != ErrorCode::kUnavailable || !at_limit) {
+        return fail(line.error().context("guest agent: " + command));
+      }
+      VMPOD_TRY_CTX(send_line("kill " + id), "guest agent");
+      result.timed_out = true;
+      continue;
+    }
     std::istringstream words(*line);
     std::string kind, line_id, value;
     words >> kind >> line_id >> value;
+    // Errors about a request name it: "error run 7: invalid base64".
+    if (kind == "error" && line_id == "run" && value == id + ":") {
+      return fail(ErrorCode::kInternal, "guest agent: " + *line);
+    }
     if (line_id != id) continue;
-    if (kind == "output") {
+    if (kind == "started") {
+      result.started_at = std::chrono::steady_clock::now();
+    } else if (kind == "output") {
       // "-" is no output; "truncated N" follows when the agent kept only
       // the first 64 KiB of N bytes.
       auto decoded = value == "-" ? std::optional<std::string>("") : base64_decode(value);
@@ -108,8 +144,6 @@ Result<GuestCommandResult> GuestAgent::run(const std::string& command,
     } else if (kind == "exit") {
       result.exit_code = std::atoi(value.c_str());
       return result;
-    } else if (kind == "error") {
-      return fail(ErrorCode::kInternal, "guest agent: " + *line);
     }
   }
 }

@@ -135,11 +135,16 @@ def recv():
 def run(cid, cmd):
     send("run %s %s" % (cid, base64.b64encode(cmd.encode()).decode()))
     out = None
+    started = False
     while True:
         parts = recv().split(" ")
-        if parts[0] == "output" and parts[1] == cid:
+        if parts[0] == "started" and parts[1] == cid:
+            started = True
+        elif parts[0] == "output" and parts[1] == cid:
             out = b"" if parts[2] == "-" else base64.b64decode(parts[2])
         elif parts[0] == "exit" and parts[1] == cid:
+            if not started:
+                raise SystemExit("FAIL: no 'started %s' before its exit" % cid)
             return out.decode(errors="replace"), int(parts[2])
         elif parts[0] == "error":
             raise SystemExit("FAIL: agent error: " + " ".join(parts))

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <vmpod/base/result.h>
@@ -15,6 +16,9 @@ namespace vmpod::cpuserver {
 struct GuestCommandResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr together, at most 64 KiB
+  bool timed_out = false;  // run_with_limit killed it at its limit
+  // When the agent's answer that it forked the command arrived.
+  std::chrono::steady_clock::time_point started_at;
 };
 
 class GuestAgent {
@@ -23,9 +27,21 @@ class GuestAgent {
   static Result<std::unique_ptr<GuestAgent>> connect(const std::string& socket_path,
                                                      std::chrono::milliseconds timeout);
 
+  // A command not done after `timeout` is an error (and left running).
   Result<GuestCommandResult> run(const std::string& command, std::chrono::milliseconds timeout);
+  // A command not done after `limit` is killed (its whole process group)
+  // and its result says timed_out; only an agent that does not answer is
+  // an error.
+  Result<GuestCommandResult> run_with_limit(const std::string& command, std::chrono::milliseconds limit);
 
  private:
+  // Sends the command; returns its id.
+  Result<std::string> start(const std::string& command);
+  // Reads the command's answers until it exits or `deadline`; at `kill_at`
+  // (if given) it asks the agent to kill the command.
+  Result<GuestCommandResult> await(const std::string& id, const std::string& command,
+                                   std::chrono::steady_clock::time_point deadline,
+                                   std::optional<std::chrono::steady_clock::time_point> kill_at);
   explicit GuestAgent(net::Fd fd) : fd_(std::move(fd)) {}
   Status send_line(const std::string& line);
   // The next line whose second word is `id`; other lines are skipped.
