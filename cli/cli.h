@@ -67,10 +67,15 @@ class SignalFd {
 #include <nlohmann/json.hpp>
 
 #include <vmpod/cpuserver/compute_pod.h>
+#include <vmpod/vmm/local_cluster.h>
 #include <vmpod/vmm/vmm.h>
 
 namespace vmpod::cli {
 
+// A local cluster of `memory_pods` memory pods of `pod_capacity` each
+// ("4G"), a compute pod and a vmm, run from this vmpod binary.
+Result<vmm::LocalClusterConfig> local_cluster_config(const std::string& dir, unsigned memory_pods,
+                                                     const std::string& pod_capacity, bool verbose);
 // The vmm at `flag` (see vmm_address).
 Result<std::unique_ptr<vmm::VmmClient>> connect_vmm(const std::string& flag);
 // A VM as `ls --json` and `fork --json` print it.

@@ -8,6 +8,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <vmpod/base/subprocess.h>
+#include <vmpod/base/units.h>
+
 #include "cli.h"
 
 namespace vmpod::cli {
@@ -67,6 +70,19 @@ SignalFd::~SignalFd() { ::close(fd_); }
 bool SignalFd::fired() {
   signalfd_siginfo info;
   return ::read(fd_, &info, sizeof(info)) == sizeof(info);
+}
+
+Result<vmm::LocalClusterConfig> local_cluster_config(const std::string& dir, unsigned memory_pods,
+                                                     const std::string& pod_capacity, bool verbose) {
+  vmm::LocalClusterConfig config;
+  config.vmpod_binary = self_executable();
+  config.dir = dir;
+  config.memory_pods = memory_pods;
+  config.verbose = verbose;
+  auto capacity = parse_size(pod_capacity);
+  if (!capacity) return fail(capacity.error().context("--pod-capacity"));
+  config.memory_pod_capacity = *capacity;
+  return config;
 }
 
 std::string default_image_dir() {

@@ -113,19 +113,13 @@ Result<std::unique_ptr<vmm::Vmm>> start_vmm(const VmmFlags& flags) {
 // A whole cluster on this machine that lasts until a stop signal, so that
 // snapshots (a stress plan's base, its failures) outlive one command.
 Result<std::unique_ptr<vmm::LocalCluster>> start_cluster(const ClusterFlags& flags) {
-  vmm::LocalClusterConfig config;
-  config.vmpod_binary = self_executable();
-  config.dir = flags.dir;
-  config.memory_pods = flags.memory_pods;
-  config.compute_pods = flags.compute_pods;
-  config.verbose = flags.verbose;
-  auto capacity = parse_size(flags.pod_capacity);
-  if (!capacity) return fail(capacity.error().context("--pod-capacity"));
-  config.memory_pod_capacity = *capacity;
+  auto config = local_cluster_config(flags.dir, flags.memory_pods, flags.pod_capacity, flags.verbose);
+  if (!config) return fail(config.error());
+  config->compute_pods = flags.compute_pods;
   auto provider = net::parse_fabric_provider(flags.provider);
   if (!provider) return fail(provider.error());
-  config.provider = *provider;
-  auto cluster = vmm::LocalCluster::start(config);
+  config->provider = *provider;
+  auto cluster = vmm::LocalCluster::start(*config);
   if (!cluster) return fail(cluster.error());
   std::printf("vmm %s\nexport VMPOD_VMM=%s\n", (*cluster)->vmm_address().to_string().c_str(),
               (*cluster)->vmm_address().to_string().c_str());

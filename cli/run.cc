@@ -198,22 +198,17 @@ void run(const RunFlags& flags, Outcome& outcome) {
   net::SocketAddress vmm_at;
   std::string dir = flags.dir.empty() ? "/run/vmpod/run-" + std::to_string(::getpid()) : flags.dir;
   if (flags.vmm.empty()) {
-    vmm::LocalClusterConfig config;
-    config.vmpod_binary = self_executable();
-    config.dir = dir;
-    config.memory_pods = flags.memory_pods;
-    config.provider = request->provider;
-    config.verbose = flags.verbose;
     // Each pod can hold the whole guest, so a pod lost is the only way out.
-    auto capacity = parse_size(flags.pod_capacity.empty() ? flags.memory : flags.pod_capacity);
-    if (!capacity) {
-      outcome.code = report(capacity.error().context("--pod-capacity"));
+    auto config = local_cluster_config(dir, flags.memory_pods,
+                                       flags.pod_capacity.empty() ? flags.memory : flags.pod_capacity, flags.verbose);
+    if (!config) {
+      outcome.code = report(config.error());
       return;
     }
-    config.memory_pod_capacity = *capacity;
+    config->provider = request->provider;
     std::fprintf(stderr, "vmpod: starting %u memory pods, a compute pod and a vmm in %s\n", flags.memory_pods,
                  dir.c_str());
-    auto started = vmm::LocalCluster::start(config);
+    auto started = vmm::LocalCluster::start(*config);
     if (!started) {
       outcome.code = report(started.error());
       return;

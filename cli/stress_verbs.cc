@@ -94,17 +94,12 @@ ExitCode run_plan(const StressFlags& flags) {
   net::SocketAddress vmm_at;
   const bool own_cluster = flags.vmm.empty() && std::getenv("VMPOD_VMM") == nullptr;
   if (own_cluster) {
-    vmm::LocalClusterConfig config;
-    config.vmpod_binary = self_executable();
-    config.dir = "/run/vmpod/stress-" + std::to_string(::getpid());
-    config.memory_pods = flags.memory_pods;
-    config.verbose = flags.verbose;
-    auto capacity = parse_size(flags.pod_capacity);
-    if (!capacity) return report(capacity.error().context("--pod-capacity"));
-    config.memory_pod_capacity = *capacity;
+    auto config = local_cluster_config("/run/vmpod/stress-" + std::to_string(::getpid()), flags.memory_pods,
+                                       flags.pod_capacity, flags.verbose);
+    if (!config) return report(config.error());
     std::fprintf(stderr, "vmpod stress: starting a local cluster in %s (its snapshots end with this command; "
-                         "`vmpod cluster` keeps them)\n", config.dir.c_str());
-    auto started = vmm::LocalCluster::start(config);
+                         "`vmpod cluster` keeps them)\n", config->dir.c_str());
+    auto started = vmm::LocalCluster::start(*config);
     if (!started) return report(started.error());
     cluster = std::move(*started);
     vmm_at = cluster->vmm_address();
