@@ -80,11 +80,12 @@ for stressor in ("vm", "cpu"):
         out = x["output"]
         assert "code-version 1 run %s on %s" % (x["id"], x["clone"]) in out, out
         assert "successful run completed" in out, out
-        # The metrics line: stressor name, then its bogo ops.
-        ops = [l.split()[3] for l in out.splitlines() if "] %s " % stressor in l and "metrc" in l]
-        assert ops == ["50"], (ops, out)
+        # The metrics line: stressor name, then its bogo ops; the cpu stressor
+        # stops at the first check after 50 operations, so it may do a few more.
+        ops = [int(l.split()[4]) for l in out.splitlines() if "] %s " % stressor in l and "metrc" in l]
+        assert len(ops) == 1 and 50 <= ops[0] <= 64, (ops, out)
 assert len({x["clone"] for x in runs}) == 24, "every run had a clone of its own"
-assert all(x["first-instruction-ms"] > 0 and x["pages-held"] > 0 for x in runs)
+assert all(x["first-instruction-ms"] > 0 and x["bytes-fetched"] > 0 for x in runs), "every clone reads its memory from the pods"
 assert len({x["seed"] for x in runs}) == 24
 print("stress_cli: 24 runs passed; fork to first instruction p50 %.0f ms" %
       sorted(x["first-instruction-ms"] for x in runs)[12])
