@@ -76,6 +76,9 @@ namespace vmpod::cli {
 // ("4G"), a compute pod and a vmm, run from this vmpod binary.
 Result<vmm::LocalClusterConfig> local_cluster_config(const std::string& dir, unsigned memory_pods,
                                                      const std::string& pod_capacity, bool verbose);
+// Once a per-command local cluster has stopped: removes its directory, or
+// keeps it and says where when something failed, for its pods' logs.
+void finish_local_cluster_dir(const std::string& dir, bool keep);
 // The vmm at `flag` (see vmm_address).
 Result<std::unique_ptr<vmm::VmmClient>> connect_vmm(const std::string& flag);
 // A VM as `ls --json` and `fork --json` print it.

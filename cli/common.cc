@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -83,6 +84,16 @@ Result<vmm::LocalClusterConfig> local_cluster_config(const std::string& dir, uns
   if (!capacity) return fail(capacity.error().context("--pod-capacity"));
   config.memory_pod_capacity = *capacity;
   return config;
+}
+
+void finish_local_cluster_dir(const std::string& dir, bool keep) {
+  if (keep) {
+    std::fprintf(stderr, "vmpod: logs kept in %s\n", dir.c_str());
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (ec) spdlog::warn("cannot remove {}: {}", dir, ec.message());
 }
 
 std::string default_image_dir() {

@@ -257,12 +257,7 @@ void run(const RunFlags& flags, Outcome& outcome) {
   if (interrupted) outcome.code = ExitCode::kInterrupted;
   client->reset();
   cluster.reset();
-  if (flags.dir.empty() && flags.vmm.empty() && outcome.code == ExitCode::kOk) {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  } else if (flags.vmm.empty()) {
-    std::fprintf(stderr, "vmpod: logs kept in %s\n", dir.c_str());
-  }
+  if (flags.vmm.empty()) finish_local_cluster_dir(dir, !flags.dir.empty() || outcome.code != ExitCode::kOk);
 }
 
 }  // namespace

@@ -77,40 +77,15 @@ void show_progress(const stress::StressProgress& progress) {
                progress.total, progress.running, progress.failed, minutes > 0 ? progress.done / minutes : 0.0);
 }
 
-ExitCode run_plan(const StressFlags& flags) {
-  block_stop_signals();
-  setup_logging("stress", flags.verbose);
-  auto plan = stress::load_plan(flags.plan);
-  if (!plan) return report(plan.error());
+// Runs `plan` on the vmm at `vmm_at` until done or interrupted, and reports.
+ExitCode run_on(const net::SocketAddress& vmm_at, const stress::StressPlan& plan, const StressFlags& flags) {
   auto options = stress_options(flags.state_dir);
   options.parallel = flags.parallel;
   options.keep_failed = flags.keep_failed;
   options.prefetch = !flags.no_prefetch;
   if (::isatty(STDERR_FILENO)) options.on_progress = show_progress;
-
-  // With no vmm named, a cluster for this command alone: its snapshots
-  // (the base, the failures) end with it.
-  std::unique_ptr<vmm::LocalCluster> cluster;
-  net::SocketAddress vmm_at;
-  const bool own_cluster = flags.vmm.empty() && std::getenv("VMPOD_VMM") == nullptr;
-  if (own_cluster) {
-    auto config = local_cluster_config("/run/vmpod/stress-" + std::to_string(::getpid()), flags.memory_pods,
-                                       flags.pod_capacity, flags.verbose);
-    if (!config) return report(config.error());
-    std::fprintf(stderr, "vmpod stress: starting a local cluster in %s (its snapshots end with this command; "
-                         "`vmpod cluster` keeps them)\n", config->dir.c_str());
-    auto started = vmm::LocalCluster::start(*config);
-    if (!started) return report(started.error());
-    cluster = std::move(*started);
-    vmm_at = cluster->vmm_address();
-  } else {
-    auto address = vmm_address(flags.vmm);
-    if (!address) return report(address.error());
-    vmm_at = *address;
-  }
-
-  stress::StressRunner runner(vmm_at, *plan, options);
-  std::fprintf(stderr, "vmpod stress: session %s, plan %s\n", runner.session().c_str(), plan->name.c_str());
+  stress::StressRunner runner(vmm_at, plan, options);
+  std::fprintf(stderr, "vmpod stress: session %s, plan %s\n", runner.session().c_str(), plan.name.c_str());
   Result<stress::StressReport> result = fail(ErrorCode::kInternal, "not run");
   std::atomic<bool> done{false};
   std::thread worker([&] {
@@ -143,6 +118,34 @@ ExitCode run_plan(const StressFlags& flags) {
   }
   if (result->interrupted || interrupted) return ExitCode::kInterrupted;
   return result->passed() ? ExitCode::kOk : ExitCode::kFailure;
+}
+
+ExitCode run_plan(const StressFlags& flags) {
+  block_stop_signals();
+  setup_logging("stress", flags.verbose);
+  auto plan = stress::load_plan(flags.plan);
+  if (!plan) return report(plan.error());
+  if (!flags.vmm.empty() || std::getenv("VMPOD_VMM") != nullptr) {
+    auto address = vmm_address(flags.vmm);
+    if (!address) return report(address.error());
+    return run_on(*address, *plan, flags);
+  }
+  // With no vmm named, a cluster for this command alone: its snapshots
+  // (the base, the failures) end with it.
+  auto config = local_cluster_config("/run/vmpod/stress-" + std::to_string(::getpid()), flags.memory_pods,
+                                     flags.pod_capacity, flags.verbose);
+  if (!config) return report(config.error());
+  std::fprintf(stderr, "vmpod stress: starting a local cluster in %s (its snapshots end with this command; "
+                       "`vmpod cluster` keeps them)\n", config->dir.c_str());
+  auto cluster = vmm::LocalCluster::start(*config);
+  if (!cluster) return report(cluster.error());
+  ExitCode code = run_on((*cluster)->vmm_address(), *plan, flags);
+  cluster->reset();
+  // Failing runs are the plan's outcome, not the cluster's: only a harness
+  // error keeps the pods' logs.
+  finish_local_cluster_dir(config->dir, code != ExitCode::kOk && code != ExitCode::kFailure &&
+                                            code != ExitCode::kInterrupted);
+  return code;
 }
 
 ExitCode replay(const ReplayFlags& flags) {
