@@ -8,11 +8,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include <vmpod/base/file.h>
 #include <vmpod/base/units.h>
 #include <vmpod/stress/runner.h>
 #include <vmpod/vmm/local_cluster.h>
@@ -33,6 +33,7 @@ struct StressFlags {
   unsigned parallel = 0;
   bool keep_failed = false;
   bool no_prefetch = false;
+  bool list = false;
   unsigned memory_pods = 2;
   std::string pod_capacity = "4G";
   bool verbose = false;
@@ -57,13 +58,6 @@ stress::StressOptions stress_options(const std::string& state_dir) {
   options.default_kernel = default_image_dir() + "/vmlinux";
   options.default_initrd = default_image_dir() + "/initramfs.cpio.gz";
   return options;
-}
-
-Status write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  if (!out) return fail(ErrorCode::kInternal, "cannot write " + path);
-  return {};
 }
 
 // One line, rewritten in place, when stderr is a terminal.
@@ -109,10 +103,10 @@ ExitCode run_on(const net::SocketAddress& vmm_at, const stress::StressPlan& plan
   else std::printf("%s", stress::summary_table(*result).c_str());
   std::fprintf(stderr, "vmpod stress: report %s\n", stress::report_path(options.state_dir, runner.session()).c_str());
   if (!flags.junit.empty()) {
-    if (auto written = write_text(flags.junit, stress::junit_xml(*result)); !written) return report(written.error());
+    if (auto written = write_file(flags.junit, stress::junit_xml(*result)); !written) return report(written.error());
   }
   if (!flags.json_path.empty()) {
-    if (auto written = write_text(flags.json_path, stress::report_json(*result)); !written) {
+    if (auto written = write_file(flags.json_path, stress::report_json(*result)); !written) {
       return report(written.error());
     }
   }
@@ -120,11 +114,36 @@ ExitCode run_on(const net::SocketAddress& vmm_at, const stress::StressPlan& plan
   return result->passed() ? ExitCode::kOk : ExitCode::kFailure;
 }
 
+// Every run the plan expands to, without running any: id, seed,
+// parameters and command (--json: an array of them).
+ExitCode list_runs(const stress::StressPlan& plan, const StressFlags& flags) {
+  const bool json = flags.json;
+  auto runs = stress::expand_runs(plan);
+  if (!runs) return report(runs.error());
+  nlohmann::json all = nlohmann::json::array();
+  for (const auto& run : *runs) {
+    if (json) {
+      all.push_back({{"id", run.id}, {"iteration", run.iteration}, {"clone-index", run.clone},
+                     {"params", run.params}, {"seed", run.seed}, {"command", run.command}});
+      continue;
+    }
+    std::string params;
+    for (const auto& [key, value] : run.params) params += key + "=" + value + " ";
+    std::printf("%s  iteration %u clone %u  %sseed %llu\n    %s\n", run.id.c_str(), run.iteration, run.clone,
+                params.c_str(), static_cast<unsigned long long>(run.seed), run.command.c_str());
+  }
+  if (json) std::printf("%s\n", all.dump(2).c_str());
+  else std::printf("%zu runs, %u at a time\n", runs->size(),
+                   flags.parallel ? flags.parallel : plan.test.parallel ? plan.test.parallel : plan.test.clones);
+  return ExitCode::kOk;
+}
+
 ExitCode run_plan(const StressFlags& flags) {
   block_stop_signals();
   setup_logging("stress", flags.verbose);
   auto plan = stress::load_plan(flags.plan);
   if (!plan) return report(plan.error());
+  if (flags.list) return list_runs(*plan, flags);
   if (!flags.vmm.empty() || std::getenv("VMPOD_VMM") != nullptr) {
     auto address = vmm_address(flags.vmm);
     if (!address) return report(address.error());
@@ -209,6 +228,7 @@ void add_stress_verbs(CLI::App& app, Outcome& outcome) {
   cmd->add_option("--junit", flags->junit, "also write a JUnit XML report here");
   cmd->add_option("--report", flags->json_path, "also write the JSON report here");
   cmd->add_flag("--json", flags->json, "print the JSON report instead of the table");
+  cmd->add_flag("--list", flags->list, "print the runs the plan expands to (id, seed, command) and run none");
   cmd->add_flag("--keep-failed", flags->keep_failed, "keep failing clones running (after their snapshot)");
   cmd->add_flag("--no-prefetch", flags->no_prefetch, "clones do not fetch the base's working set ahead");
   cmd->add_option("--memory-pods", flags->memory_pods, "memory pods of a local cluster")->capture_default_str();

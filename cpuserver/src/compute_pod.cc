@@ -7,13 +7,13 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include <vmpod/base/file.h>
 #include <vmpod/base/periodic_task.h>
 #include <vmpod/net/message.h>
 #include <vmpod/pods/rpc.h>
@@ -42,12 +42,6 @@ constexpr auto kShutdownGrace = std::chrono::seconds(3);
 constexpr auto kDeviceStateTimeout = std::chrono::seconds(60);
 constexpr const char* kRamFile = "ram";
 
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return fail_errno("cannot read " + path, errno);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 // Writes the guest's dirty RAM pages back to the memory pods (fsync of the
 // RAM file: the kernel sends its dirty pages as WRITEs, which podfs's own
 // threads answer; no mapping of it in this process).
@@ -55,14 +49,6 @@ Status write_back(const std::string& ram_file) {
   net::Fd fd(::open(ram_file.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd) return fail_errno("open " + ram_file, errno);
   if (::fsync(fd.get()) != 0) return fail_errno("fsync " + ram_file, errno);
-  return {};
-}
-
-Status write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  out.close();
-  if (!out) return fail_errno("cannot write " + path, errno);
   return {};
 }
 

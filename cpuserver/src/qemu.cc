@@ -8,10 +8,11 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <spdlog/spdlog.h>
+
+#include <vmpod/base/file.h>
 
 namespace vmpod::cpuserver {
 
@@ -124,11 +125,7 @@ std::vector<std::string> qemu_command_line(const QemuConfig& config, Accel accel
 namespace {
 
 std::string tail_of(const std::string& path, size_t bytes) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream all;
-  all << in.rdbuf();
-  std::string text = all.str();
-  if (text.size() > bytes) text = text.substr(text.size() - bytes);
+  std::string text = read_file_tail(path, bytes).value_or("");
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   return text;
 }

@@ -3,13 +3,12 @@
 #include <charconv>
 #include <filesystem>
 #include <limits>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <vmpod/base/file.h>
 #include <vmpod/base/duration.h>
 #include <vmpod/base/units.h>
 
@@ -62,9 +61,15 @@ class TableReader {
     for (const auto& [key, node] : table_) {
       std::string name(key.str());
       if (std::find(known.begin(), known.end(), name) != known.end()) continue;
+      // The nearest key within two edits, the first of equals.
       std::string hint;
+      size_t nearest = 3;
       for (const auto& candidate : known) {
-        if (edit_distance(name, candidate) <= 2) hint = " (did you mean '" + candidate + "'?)";
+        size_t distance = edit_distance(name, candidate);
+        if (distance < nearest) {
+          nearest = distance;
+          hint = " (did you mean '" + candidate + "'?)";
+        }
       }
       return fail(error(&node, name, "unknown key" + hint));
     }
@@ -372,12 +377,10 @@ Result<StressPlan> parse_plan(std::string_view text, const std::string& base_dir
 }
 
 Result<StressPlan> load_plan(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return fail(ErrorCode::kNotFound, "cannot read plan " + path);
-  std::stringstream text;
-  text << in.rdbuf();
+  auto text = read_file(path);
+  if (!text) return fail(text.error().context("plan"));
   auto absolute = std::filesystem::absolute(path).lexically_normal();
-  auto plan = parse_plan(text.str(), absolute.parent_path().string(), path);
+  auto plan = parse_plan(*text, absolute.parent_path().string(), path);
   if (!plan) return fail(plan.error());
   plan->path = absolute.string();
   return plan;

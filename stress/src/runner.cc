@@ -8,13 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 #include <tuple>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <vmpod/base/file.h>
 #include <vmpod/base/subprocess.h>
 #include <vmpod/cpuserver/guest_agent.h>
 #include <vmpod/cpuserver/guest_identity.h>
@@ -74,28 +74,12 @@ std::string shell_quote(std::string_view text) {
   return quoted + "'";
 }
 
-std::string read_tail(const std::string& path, size_t limit) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  std::stringstream all;
-  all << in.rdbuf();
-  std::string text = all.str();
-  if (text.size() > limit) text = "[console cut to its last " + std::to_string(limit) + " bytes]\n" +
-                                  text.substr(text.size() - limit);
-  return text;
-}
-
-Status write_file(const std::string& path, const std::string& text) {
-  std::string temp = path + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out) return fail(ErrorCode::kInternal, "cannot write " + temp);
-  }
-  std::error_code ec;
-  std::filesystem::rename(temp, path, ec);
-  if (ec) return fail(ErrorCode::kInternal, "rename " + temp + ": " + ec.message());
-  return {};
+// The console's last `limit` bytes, saying so when it was longer.
+std::string console_tail(const std::string& path, size_t limit) {
+  auto text = read_file_tail(path, limit + 1);
+  if (!text) return "[no console: " + text.error().message() + "]\n";
+  if (text->size() <= limit) return *text;
+  return "[console cut to its last " + std::to_string(limit) + " bytes]\n" + text->substr(1);
 }
 
 // Runs a tool to its end; its output goes to log_path.
@@ -167,11 +151,9 @@ std::string report_path(const std::string& state_dir, const std::string& session
 
 Result<StressReport> load_report(const std::string& state_dir, const std::string& session) {
   std::string path = report_path(state_dir, session);
-  std::ifstream in(path);
-  if (!in) return fail(ErrorCode::kNotFound, "no report " + path + " (is --state-dir the run's?)");
-  std::stringstream text;
-  text << in.rdbuf();
-  auto report = report_from_json(text.str());
+  auto text = read_file(path);
+  if (!text) return fail(ErrorCode::kNotFound, "no report " + path + " (is --state-dir the run's?)");
+  auto report = report_from_json(*text);
   if (!report) return fail(report.error().context(path));
   return report;
 }
@@ -251,7 +233,7 @@ Result<std::string> StressRunner::prepare_base(StressReport& report) {
   // Clones replace this disk with their code image; the base never reads it.
   std::string placeholder = options_.state_dir + "/code-placeholder.img";
   if (!std::filesystem::exists(placeholder)) {
-    VMPOD_TRY_CTX(write_file(placeholder, std::string(1 << 20, '\0')), "code placeholder");
+    VMPOD_TRY_CTX(write_file_atomically(placeholder, std::string(1 << 20, '\0')), "code placeholder");
   }
   vmm::VmRequest request;
   cpuserver::GuestSpec& guest = request.guest;
@@ -355,7 +337,7 @@ RunResult StressRunner::run_one(vmm::VmmClient& vmm, const RunSpec& spec, const 
       if (!seen.guest_panicked) seen.vmpod_error = test.error().message();
     }
   }
-  seen.console = read_tail(clone.runtime.paths.serial_log, kConsoleKept);
+  seen.console = console_tail(clone.runtime.paths.serial_log, kConsoleKept);
   if (seen.console.find("Kernel panic") != std::string::npos) seen.guest_panicked = true;
   if (auto stats = vmm.vm_stats(clone.name)) {
     result.bytes_fetched = stats->podfs.bytes_read;
@@ -457,7 +439,7 @@ Result<StressReport> StressRunner::run() {
   }
   report.interrupted = interrupted_ || report.runs.size() != runs->size();
   report.duration_ms = ms_since(started_);
-  VMPOD_TRY_CTX(write_file(report_path(options_.state_dir, session_), report_json(report)), "report");
+  VMPOD_TRY_CTX(write_file_atomically(report_path(options_.state_dir, session_), report_json(report)), "report");
   return report;
 }
 

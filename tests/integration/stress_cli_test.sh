@@ -65,6 +65,11 @@ EOF
   >"$dir/stress-ng.toml"
 
 # ---- 1. 8 clones x 3 iterations ------------------------------------------------
+# The documented example loads and expands to its 24 runs, each with its seed.
+example=$(dirname "$0")/../../docs/examples/stress-ng.toml
+"$vmpod" stress "$example" --list >"$dir/list.out" 2>&1 || fail "the example plan does not load"
+grep -qx "24 runs, 2 at a time" "$dir/list.out" && grep -q "^r0024 .*stressor=cpu seed [0-9]" "$dir/list.out" \
+  || fail "the example plan's runs: $(tail -n 3 "$dir/list.out")"
 "$vmpod" stress "$dir/stress-ng.toml" --state-dir "$state" --report "$dir/r1.json" --junit "$dir/r1.xml" \
   >"$dir/r1.out" 2>&1 || fail "the stress-ng plan did not pass"
 json "$dir/r1.json" '

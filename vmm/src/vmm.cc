@@ -1,10 +1,12 @@
 #include <vmpod/vmm/vmm.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -42,6 +44,8 @@ constexpr auto kPingTimeout = std::chrono::seconds(2);
 // table takes a moment.
 constexpr auto kRegionCallTimeout = std::chrono::seconds(30);
 constexpr unsigned kMaxForkCount = 256;
+// Clones of one fork call started at once.
+constexpr unsigned kForkParallel = 4;
 // The first clone of a snapshot records what it reads for this long: the
 // working set its later clones prefetch.
 constexpr auto kWorkingSetWindow = std::chrono::seconds(5);
@@ -51,9 +55,43 @@ struct Pod {
   PodRecord record;
   std::unique_ptr<net::RpcClient> memory;                 // kMemory
   std::unique_ptr<pods::RegionControl> regions;           // kMemory, over `memory`
-  std::unique_ptr<cpuserver::ComputePodClient> compute;   // kCompute
-  std::mutex call_mutex;  // one control call at a time per pod
+  std::unique_ptr<cpuserver::ComputePodClient> compute;   // kCompute: the watcher's
+  std::mutex call_mutex;  // one call at a time on `memory` or `compute`
+  // kCompute: connections for the VMs' calls, one per call in flight, kept
+  // once idle. The compute pod serves each connection on a thread of its
+  // own, so the VMs on one pod start, stop and move at the same time (a
+  // 300 ms clone start no longer waits for another clone's stop); each
+  // VM's own actions stay in order through its state machine.
+  std::mutex idle_mutex;
+  std::vector<std::unique_ptr<cpuserver::ComputePodClient>> idle;
 };
+
+// Runs `call` on a connection of its own to the compute pod.
+template <class Call>
+auto compute_call(Pod& pod, Call call) -> decltype(call(std::declval<cpuserver::ComputePodClient&>())) {
+  std::unique_ptr<cpuserver::ComputePodClient> client;
+  {
+    std::lock_guard lock(pod.idle_mutex);
+    if (!pod.idle.empty()) {
+      client = std::move(pod.idle.back());
+      pod.idle.pop_back();
+    }
+  }
+  if (!client || !client->connected()) {
+    auto connected = cpuserver::ComputePodClient::connect(pod.record.control, kConnectTimeout);
+    if (!connected) {
+      return fail(ErrorCode::kUnavailable, "compute pod " + pod.record.pod_id + " not connected: " +
+                                               connected.error().message());
+    }
+    client = std::move(*connected);
+  }
+  auto result = call(*client);
+  if (client->connected()) {
+    std::lock_guard lock(pod.idle_mutex);
+    pod.idle.push_back(std::move(client));
+  }
+  return result;
+}
 
 Result<std::string> memory_pod_id(net::RpcClient& rpc) {
   Vmpod__Pods__Empty request = VMPOD__PODS__EMPTY__INIT;
@@ -146,12 +184,10 @@ struct Vmm::Impl {
   // starting, and ends running (paused if `incoming` says so) or failed.
   Result<VmRecord> launch(const std::string& name, VmEndpoint& endpoint, const Launch& launch,
                           const cpuserver::GuestTransfer* incoming = nullptr) {
-    Result<cpuserver::GuestRuntime> runtime = [&]() -> Result<cpuserver::GuestRuntime> {
-      std::lock_guard call(launch.compute->call_mutex);
-      if (!launch.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
-      if (incoming) return launch.compute->compute->receive_guest(launch.guest, launch.placement, *incoming);
-      return launch.compute->compute->launch(launch.guest, launch.placement);
-    }();
+    auto runtime = compute_call(*launch.compute, [&](cpuserver::ComputePodClient& pod) {
+      return incoming ? pod.receive_guest(launch.guest, launch.placement, *incoming)
+                      : pod.launch(launch.guest, launch.placement);
+    });
     if (!runtime) {
       move(name, VmState::kFailed, runtime.error().message());
       return fail(runtime.error().context("vm " + name));
@@ -396,13 +432,11 @@ struct Vmm::Impl {
     // Starting first, so the watcher does not take the old QEMU's end for the VM's.
     auto current = begin(name, VmState::kStarting, "restart");
     if (!current) return fail(current.error().context("restart"));
-    Status stopped = [&]() -> Status {
-      std::lock_guard call(how.compute->call_mutex);
-      if (!how.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
-      auto done = how.compute->compute->stop(name);
+    Status stopped = compute_call(*how.compute, [&](cpuserver::ComputePodClient& pod) -> Status {
+      auto done = pod.stop(name);
       if (!done && done.error().code() != ErrorCode::kNotFound) return fail(done.error());
       return {};
-    }();
+    });
     if (!stopped) {
       move(name, VmState::kFailed, "restart: " + stopped.error().message());
       return fail(stopped.error().context("restart"));
@@ -437,27 +471,17 @@ struct Vmm::Impl {
     const std::string source_id = how.compute->record.pod_id;
 
     const auto paused = std::chrono::steady_clock::now();
-    auto transfer = [&]() -> Result<cpuserver::GuestTransfer> {
-      std::lock_guard call(how.compute->call_mutex);
-      if (!how.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
-      return how.compute->compute->send_guest(name);
-    }();
+    auto transfer = compute_call(*how.compute, [&](cpuserver::ComputePodClient& pod) { return pod.send_guest(name); });
     if (!transfer) {
       move(name, resume_as, "migration to " + to + " failed: " + transfer.error().message());
       return fail(transfer.error().context("migrate " + name + " from " + source_id));
     }
-    auto runtime = [&]() -> Result<cpuserver::GuestRuntime> {
-      std::lock_guard call(destination->call_mutex);
-      if (!destination->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
-      return destination->compute->receive_guest(how.guest, how.placement, *transfer);
-    }();
+    auto runtime = compute_call(*destination, [&](cpuserver::ComputePodClient& pod) {
+      return pod.receive_guest(how.guest, how.placement, *transfer);
+    });
     if (!runtime) {
       // The guest goes on where it was.
-      Status resumed = [&]() -> Status {
-        std::lock_guard call(how.compute->call_mutex);
-        if (!how.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
-        return how.compute->compute->cancel_send(name);
-      }();
+      Status resumed = compute_call(*how.compute, [&](cpuserver::ComputePodClient& pod) { return pod.cancel_send(name); });
       if (!resumed) spdlog::error("vm {}: resuming on {}: {}", name, source_id, resumed.error().to_string());
       move(name, resume_as, "migration to " + to + " failed: " + runtime.error().message());
       return fail(runtime.error().context("migrate " + name + " to " + to));
@@ -472,11 +496,7 @@ struct Vmm::Impl {
       launches[name].compute = destination;
     }
     endpoint->attach(*runtime, to);
-    Status finished = [&]() -> Status {
-      std::lock_guard call(how.compute->call_mutex);
-      if (!how.compute->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
-      return how.compute->compute->finish_send(name);
-    }();
+    Status finished = compute_call(*how.compute, [&](cpuserver::ComputePodClient& pod) { return pod.finish_send(name); });
     if (!finished) spdlog::error("vm {}: ending its QEMU on {}: {}", name, source_id, finished.error().to_string());
     move(name, resume_as, "migrated from " + source_id);
     auto moved = vm(name);
@@ -524,13 +544,7 @@ struct Vmm::Impl {
       move(name, resume_as, "snapshot " + snapshot + " failed: never launched");
       return fail(ErrorCode::kInternal, "snapshot " + name + ": the vm was never launched");
     }
-    auto compute_call = [&](auto call) {
-      std::lock_guard lock(how.compute->call_mutex);
-      using R = decltype(call(*how.compute->compute));
-      if (!how.compute->compute) return R(fail(ErrorCode::kUnavailable, "compute pod not connected"));
-      return call(*how.compute->compute);
-    };
-    auto sent = compute_call([&](cpuserver::ComputePodClient& pod) { return pod.send_guest(name); });
+    auto sent = compute_call(*how.compute, [&](cpuserver::ComputePodClient& pod) { return pod.send_guest(name); });
     if (!sent) {
       move(name, resume_as, "snapshot " + snapshot + " failed: " + sent.error().message());
       return fail(sent.error().context("snapshot " + name));
@@ -545,7 +559,8 @@ struct Vmm::Impl {
     auto taken = snapshots->take(record, how.guest, how.placement, *sent);
     // The guest runs on where it was (QEMU resumes only if it was running).
     Status resumed = stay_paused ? Status{}
-                                 : compute_call([&](cpuserver::ComputePodClient& pod) { return pod.cancel_send(name); });
+                                 : compute_call(*how.compute,
+                                                [&](cpuserver::ComputePodClient& pod) { return pod.cancel_send(name); });
     std::string reason = taken ? "snapshot " + snapshot : "snapshot " + snapshot + " failed: " + taken.error().message();
     if (!resumed) {
       spdlog::error("vm {}: resuming after snapshot {}: {}", name, snapshot, resumed.error().to_string());
@@ -588,15 +603,36 @@ struct Vmm::Impl {
                                                    " has no code disk to replace (its VM was made without one)");
     }
     const std::string prefix = request.name_prefix.empty() ? request.snapshot : request.name_prefix;
+    // Several clones start at once: a clone's start is mostly QEMU's own
+    // (process, machine, device state), on the compute pod's cores.
+    std::vector<std::optional<Result<VmRecord>>> forked(request.count);
+    std::atomic<unsigned> next{0};
+    std::atomic<bool> failed{false};
+    std::vector<std::thread> starters;
+    for (unsigned t = 0; t < std::min(request.count, kForkParallel); ++t) {
+      starters.emplace_back([&] {
+        for (unsigned i = next++; i < request.count && !failed; i = next++) {
+          forked[i] = fork_one(*snapshot, prefix, request);
+          if (!*forked[i]) failed = true;
+        }
+      });
+    }
+    for (auto& starter : starters) starter.join();
     std::vector<VmRecord> clones;
-    for (unsigned i = 0; i < request.count; ++i) {
-      auto clone = fork_one(*snapshot, prefix, request);
-      if (!clone) {
-        std::string started;
-        for (const VmRecord& vm : clones) started += (started.empty() ? "" : ", ") + vm.name;
-        return fail(clones.empty() ? clone.error() : clone.error().context("clones started before: " + started));
-      }
-      clones.push_back(*clone);
+    std::optional<Error> error;
+    for (auto& clone : forked) {
+      if (!clone) continue;  // not started after a failure
+      if (*clone) clones.push_back(**clone);
+      else if (!error) error = clone->error();
+    }
+    // In name order, PREFIX-2 before PREFIX-10, as one at a time gave them.
+    std::sort(clones.begin(), clones.end(), [](const VmRecord& a, const VmRecord& b) {
+      return a.name.size() != b.name.size() ? a.name.size() < b.name.size() : a.name < b.name;
+    });
+    if (error) {
+      std::string started;
+      for (const VmRecord& vm : clones) started += (started.empty() ? "" : ", ") + vm.name;
+      return fail(clones.empty() ? *error : error->context("clones started: " + started));
     }
     return clones;
   }
@@ -706,11 +742,8 @@ struct Vmm::Impl {
     VMPOD_TRY_CTX(check_transition(current->state, VmState::kStopped), "stop");
     auto compute = compute_of(name);
     if (compute) {
-      std::lock_guard call((*compute)->call_mutex);
-      if ((*compute)->compute) {
-        auto stopped = (*compute)->compute->stop(name);
-        if (!stopped && stopped.error().code() != ErrorCode::kNotFound) return fail(stopped.error());
-      }
+      auto stopped = compute_call(**compute, [&](cpuserver::ComputePodClient& pod) { return pod.stop(name); });
+      if (!stopped && stopped.error().code() != ErrorCode::kNotFound) return fail(stopped.error());
     }
     move(name, VmState::kStopped, current->state == VmState::kFailed ? current->reason : "stopped on request");
     return {};
@@ -720,9 +753,7 @@ struct Vmm::Impl {
   auto on_compute(const std::string& name, Call call) -> decltype(call(std::declval<cpuserver::ComputePodClient&>())) {
     auto compute = compute_of(name);
     if (!compute) return fail(compute.error());
-    std::lock_guard lock((*compute)->call_mutex);
-    if (!(*compute)->compute) return fail(ErrorCode::kUnavailable, "compute pod not connected");
-    return call(*(*compute)->compute);
+    return compute_call(**compute, call);
   }
 
   // One round of health checks: each pod answers or is marked lost, and the
