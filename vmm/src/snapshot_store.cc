@@ -2,35 +2,16 @@
 
 #include <cctype>
 #include <filesystem>
-#include <fstream>
 
 #include <spdlog/spdlog.h>
+
+#include <vmpod/base/file.h>
 
 namespace vmpod::vmm {
 
 namespace {
 
 constexpr size_t kMaxNameLength = 64;
-
-Status write_file_atomically(const std::string& path, const std::string& bytes) {
-  const std::string partial = path + ".partial";
-  {
-    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    if (!out) return fail_errno("cannot write " + partial, errno);
-  }
-  std::error_code ec;
-  std::filesystem::rename(partial, path, ec);
-  if (ec) return fail(ErrorCode::kInternal, "cannot rename " + partial + ": " + ec.message());
-  return {};
-}
-
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return fail_errno("cannot read " + path, errno);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 }  // namespace
 
