@@ -14,6 +14,9 @@ namespace {
 
 // How long a killed command has to report its exit.
 constexpr std::chrono::seconds kKillGrace{5};
+// How long a request may wait for room in the channel: a guest that reads
+// nothing for this long (hung, or not booted) does not answer either.
+constexpr std::chrono::seconds kSendTimeout{30};
 
 std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point deadline) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
@@ -28,34 +31,41 @@ Result<std::unique_ptr<GuestAgent>> GuestAgent::connect(const std::string& socke
   if (!fd) return fail(fd.error().context("guest agent"));
   std::unique_ptr<GuestAgent> agent(new GuestAgent(std::move(*fd)));
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  // Until the guest has booted and opened its port, pings go unanswered:
-  // ask again every half second.
+  // Until the guest has booted and opened its port, pings go unanswered
+  // and wait in the channel: ask again every half second, while there is
+  // room for another, and take the first answer to any of them.
   while (left_until(deadline).count() > 0) {
-    std::string id = std::to_string(agent->next_id_++);
-    VMPOD_TRY_CTX(agent->send_line("ping " + id), "guest agent");
     auto step = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
+    std::string id = std::to_string(agent->next_id_++);
+    auto sent = agent->send_line("ping " + id, step);
+    if (!sent && sent.error().code() != ErrorCode::kUnavailable) return fail(sent.error().context("guest agent"));
     while (true) {
       auto line = agent->read_line(step);
       if (!line) {
         if (line.error().code() == ErrorCode::kUnavailable && left_until(step).count() <= 0) break;
         return fail(line.error().context("guest agent"));
       }
-      if (*line == "pong " + id) return agent;
+      if (line->rfind("pong ", 0) == 0) return agent;
     }
   }
   return fail(ErrorCode::kUnavailable, "guest agent did not answer in time");
 }
 
-Status GuestAgent::send_line(const std::string& line) {
+Status GuestAgent::send_line(const std::string& line, std::chrono::steady_clock::time_point deadline) {
   std::string data = line + "\n";
   size_t sent = 0;
   while (sent < data.size()) {
-    ssize_t n = ::send(fd_.get(), data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail_errno("send", errno);
+    ssize_t n = ::send(fd_.get(), data.data() + sent, data.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) {
+      sent += static_cast<size_t>(n);
+      continue;
     }
-    sent += static_cast<size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return fail_errno("send", errno);
+    auto left = left_until(deadline);
+    if (left.count() <= 0) return fail(ErrorCode::kUnavailable, "the guest reads nothing from its agent channel");
+    pollfd pfd{fd_.get(), POLLOUT, 0};
+    if (::poll(&pfd, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) return fail_errno("poll", errno);
   }
   return {};
 }
@@ -88,7 +98,8 @@ Result<std::string> GuestAgent::read_line(std::chrono::steady_clock::time_point 
 
 Result<std::string> GuestAgent::start(const std::string& command) {
   std::string id = std::to_string(next_id_++);
-  VMPOD_TRY_CTX(send_line("run " + id + " " + base64_encode(command)), "guest agent");
+  VMPOD_TRY_CTX(send_line("run " + id + " " + base64_encode(command), std::chrono::steady_clock::now() + kSendTimeout),
+                "guest agent");
   return id;
 }
 
@@ -118,7 +129,7 @@ Result<GuestCommandResult> GuestAgent::await(const std::string& id, const std::s
       if (line.error().code() != ErrorCode::kUnavailable || !at_limit) {
         return fail(line.error().context("guest agent: " + command));
       }
-      VMPOD_TRY_CTX(send_line("kill " + id), "guest agent");
+      VMPOD_TRY_CTX(send_line("kill " + id, std::chrono::steady_clock::now() + kSendTimeout), "guest agent");
       result.timed_out = true;
       continue;
     }

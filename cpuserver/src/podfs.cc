@@ -398,9 +398,19 @@ struct Podfs::Impl {
   // could deadlock.
   void wait_for_room() {
     if (!cache.over_limit()) return;
-    evict_wake.notify_one();
     std::unique_lock lock(evict_mutex);
+    evict_wake.notify_one();
     evicted.wait_for(lock, std::chrono::milliseconds(50), [&] { return stopping || !cache.over_limit(); });
+  }
+
+  // The cache's account is guarded by its own mutex, not evict_mutex: take
+  // evict_mutex before notifying, or the evictor may test over_limit() just
+  // before a READ grows the cache and then sleep through the notification,
+  // leaving the cache over its bound until the next READ.
+  void wake_evictor_if_over_limit() {
+    if (!cache.over_limit()) return;
+    std::lock_guard lock(evict_mutex);
+    evict_wake.notify_one();
   }
 
   void reply_status(fuse_req_t req, const Status& status) {
@@ -687,7 +697,7 @@ struct Podfs::Impl {
     } else {
       self->cache.fetched(ino, offset, size);
     }
-    if (self->cache.over_limit()) self->evict_wake.notify_one();
+    self->wake_evictor_if_over_limit();
     // Straight from the receive buffers into the page cache: the kernel's
     // copy is the only one on this side.
     fuse_reply_iov(req, fetched.pieces.data(), static_cast<int>(fetched.pieces.size()));

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <stdexcept>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -39,29 +41,47 @@ json run_json(const RunResult& run) {
           {"kept", run.kept}};
 }
 
+// An integer field: a JSON integer that fits. nlohmann's get<> would cast
+// a float or an out-of-range number, which for a float is undefined.
+template <class T>
+T integer_at(const json& in, const char* key) {
+  const json& value = in.at(key);
+  constexpr auto kMax = static_cast<uint64_t>(std::numeric_limits<T>::max());
+  constexpr auto kMin = static_cast<int64_t>(std::numeric_limits<T>::min());
+  bool fits = false;
+  if (value.is_number_unsigned()) {
+    fits = value.get<uint64_t>() <= kMax;
+  } else if (value.is_number_integer()) {
+    auto number = value.get<int64_t>();
+    fits = number < 0 ? number >= kMin : static_cast<uint64_t>(number) <= kMax;
+  }
+  if (!fits) throw std::invalid_argument(std::string(key) + " must be an integer in range");
+  return value.get<T>();
+}
+
 RunResult run_from(const json& in) {
   RunResult run;
   run.spec.id = in.at("id").get<std::string>();
-  run.spec.index = in.at("index").get<unsigned>();
-  run.spec.iteration = in.at("iteration").get<unsigned>();
-  run.spec.clone = in.at("clone-index").get<unsigned>();
+  run.spec.index = integer_at<unsigned>(in, "index");
+  run.spec.iteration = integer_at<unsigned>(in, "iteration");
+  run.spec.clone = integer_at<unsigned>(in, "clone-index");
   run.spec.params = in.at("params").get<std::map<std::string, std::string>>();
-  run.spec.seed = in.at("seed").get<uint64_t>();
+  run.spec.seed = integer_at<uint64_t>(in, "seed");
   run.spec.command = in.at("command").get<std::string>();
   run.clone = in.at("clone").get<std::string>();
   auto verdict = parse_verdict(in.at("verdict").get<std::string>());
   if (!verdict) throw std::invalid_argument(verdict.error().message());
   run.judgement = {*verdict, in.at("reason").get<std::string>()};
-  if (!in.at("exit-code").is_null()) run.exit_code = in.at("exit-code").get<int>();
+  if (!in.at("exit-code").is_null()) run.exit_code = integer_at<int>(in, "exit-code");
   run.output = in.at("output").get<std::string>();
   run.console = in.at("console").get<std::string>();
   run.first_instruction_ms = in.at("first-instruction-ms").get<double>();
   run.fork_ms = in.at("fork-ms").get<double>();
   run.command_ms = in.at("command-ms").get<double>();
   run.total_ms = in.at("total-ms").get<double>();
-  run.bytes_fetched = in.at("bytes-fetched").get<uint64_t>();
-  run.bytes_written = in.at("bytes-written").get<uint64_t>();
-  run.pages_held = in.at("pages-held").get<uint64_t>();
+  run.bytes_fetched = integer_at<uint64_t>(in, "bytes-fetched");
+  run.bytes_written = integer_at<uint64_t>(in, "bytes-written");
+  run.pages_held = integer_at<uint64_t>(in, "pages-held");
   run.failure_snapshot = in.at("failure-snapshot").get<std::string>();
   run.kept = in.at("kept").get<bool>();
   return run;
@@ -90,9 +110,13 @@ std::string run_label(const RunResult& run) {
   return label;
 }
 
+// The timings of the runs whose command started: one that failed before
+// (a fork refused, an agent that never answered) has none to count.
 std::vector<double> values_of(const StressReport& report, double RunResult::*field) {
   std::vector<double> values;
-  for (const auto& run : report.runs) values.push_back(run.*field);
+  for (const auto& run : report.runs) {
+    if (run.first_instruction_ms > 0) values.push_back(run.*field);
+  }
   return values;
 }
 
@@ -169,7 +193,7 @@ Result<StressReport> report_from_json(std::string_view text) {
     report.base_reused = in.at("base-reused").get<bool>();
     report.base_ms = in.at("base-ms").get<double>();
     report.code_image = in.at("code-image").get<std::string>();
-    report.started_unix_ms = in.at("started-unix-ms").get<int64_t>();
+    report.started_unix_ms = integer_at<int64_t>(in, "started-unix-ms");
     report.duration_ms = in.at("duration-ms").get<double>();
     report.interrupted = in.at("interrupted").get<bool>();
     for (const auto& run : in.at("runs")) report.runs.push_back(run_from(run));

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <future>
 #include <fstream>
 #include <thread>
 #include <tuple>
@@ -359,14 +360,19 @@ RunResult StressRunner::run_one(vmm::VmmClient& vmm, const RunSpec& spec, const 
       else spdlog::warn("stress: snapshot of {}: {}", clone.name, taken.error().to_string());
     }
   }
-  if (failed && options_.keep_failed) {
-    result.kept = true;
-  } else if (auto stopped = vmm.stop_vm(clone.name); !stopped) {
-    spdlog::warn("stress: stopping {}: {}", clone.name, stopped.error().to_string());
-  }
-  track(clone.name, false);
+  result.kept = failed && options_.keep_failed;
   result.total_ms = ms_since(started);
   return result;
+}
+
+void StressRunner::release_clone(const std::string& clone, bool kept) {
+  if (clone.empty()) return;
+  if (!kept) {
+    auto vmm = vmm::VmmClient::connect(vmm_address_, std::chrono::seconds(5));
+    Status stopped = vmm ? (*vmm)->stop_vm(clone) : Status(fail(vmm.error()));
+    if (!stopped) spdlog::warn("stress: stopping {}: {}", clone, stopped.error().to_string());
+  }
+  track(clone, false);
 }
 
 Result<StressReport> StressRunner::run() {
@@ -403,6 +409,9 @@ Result<StressReport> StressRunner::run() {
   std::vector<std::optional<RunResult>> results(runs->size());
   auto worker = [&] {
     auto vmm = vmm::VmmClient::connect(vmm_address_, std::chrono::seconds(5));
+    // A clone is stopped while the worker forks the next: a stop (QEMU's
+    // exit, podfs's unmount, the regions' deletion) is not the test's time.
+    std::future<void> releasing;
     std::unique_lock lock(mutex);
     while (!interrupted_ && next < runs->size()) {
       size_t index = next++;
@@ -413,6 +422,9 @@ Result<StressReport> StressRunner::run() {
       RunResult result;
       if (vmm) {
         result = run_one(**vmm, (*runs)[index], *base, *code_image);
+        if (releasing.valid()) releasing.get();
+        releasing = std::async(std::launch::async,
+                               [this, clone = result.clone, kept = result.kept] { release_clone(clone, kept); });
       } else {
         result.spec = (*runs)[index];
         result.judgement = {Verdict::kError, vmm.error().message()};
@@ -429,6 +441,8 @@ Result<StressReport> StressRunner::run() {
       progress("runs", runs->size(), std::get<0>(counts), std::get<1>(counts), std::get<2>(counts));
       lock.lock();
     }
+    lock.unlock();
+    if (releasing.valid()) releasing.get();
   };
   std::vector<std::thread> workers;
   for (unsigned i = 0; i < parallel; ++i) workers.emplace_back(worker);
@@ -455,7 +469,9 @@ Result<RunResult> StressRunner::rerun(const StressReport& earlier, const std::st
   started_ = Clock::now();
   std::error_code ec;
   std::filesystem::create_directories(session_dir_, ec);
-  return run_one(**vmm, found->spec, earlier.base_snapshot, earlier.code_image);
+  RunResult again = run_one(**vmm, found->spec, earlier.base_snapshot, earlier.code_image);
+  release_clone(again.clone, again.kept);
+  return again;
 }
 
 Result<vmm::VmRecord> replay_failure(vmm::VmmClient& vmm, const RunResult& run) {

@@ -43,7 +43,8 @@ class GuestAgent {
                                    std::chrono::steady_clock::time_point deadline,
                                    std::optional<std::chrono::steady_clock::time_point> kill_at);
   explicit GuestAgent(net::Fd fd) : fd_(std::move(fd)) {}
-  Status send_line(const std::string& line);
+  // Waits for room in the channel until `deadline` (kUnavailable after).
+  Status send_line(const std::string& line, std::chrono::steady_clock::time_point deadline);
   // The next line whose second word is `id`; other lines are skipped.
   Result<std::string> read_line(std::chrono::steady_clock::time_point deadline);
 

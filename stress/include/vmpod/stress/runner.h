@@ -72,8 +72,12 @@ class StressRunner {
  private:
   Result<std::string> prepare_base(StressReport& report);
   Result<std::string> build_code_image();
+  // Forks a clone, runs the test in it and judges it; the clone is left
+  // for release_clone.
   RunResult run_one(vmm::VmmClient& vmm, const RunSpec& spec, const std::string& base,
                     const std::string& code_image);
+  // Stops a run's clone, unless it is kept, on a connection of its own.
+  void release_clone(const std::string& clone, bool kept);
   void track(const std::string& vm, bool live);
   void progress(const std::string& phase, size_t total, size_t running, size_t done, size_t failed);
 
