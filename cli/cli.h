@@ -5,6 +5,7 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
 
 #include <vmpod/base/result.h>
 #include <vmpod/net/socket.h>
@@ -35,6 +36,7 @@ void add_vm_verbs(CLI::App& app, Outcome& outcome);
 void add_monitor_verbs(CLI::App& app, Outcome& outcome);
 void add_snapshot_verbs(CLI::App& app, Outcome& outcome);
 void add_stress_verbs(CLI::App& app, Outcome& outcome);
+void add_libvirt_verbs(CLI::App& app, Outcome& outcome);
 
 // Shared by the verbs.
 void setup_logging(const std::string& name, bool verbose);
@@ -46,6 +48,19 @@ int wait_for_stop_signal();
 // Blocks SIGINT and SIGTERM in every thread started from now on.
 void block_stop_signals();
 std::string default_image_dir();
+
+// Starts a server object, then holds it until a stop signal.
+template <class Start>
+ExitCode serve(const std::string& name, bool verbose, Start start) {
+  block_stop_signals();
+  setup_logging(name, verbose);
+  auto server = start();
+  if (!server) return report(server.error());
+  int signal = wait_for_stop_signal();
+  spdlog::info("{}: stopping on signal {}", name, signal);
+  server->reset();
+  return ExitCode::kOk;
+}
 
 // SIGINT and SIGTERM (blocked with block_stop_signals) as a file
 // descriptor to poll.

@@ -50,19 +50,6 @@ struct VmmFlags {
   bool verbose = false;
 };
 
-// Starts a server object, then holds it until a stop signal.
-template <class Start>
-ExitCode serve(const std::string& name, bool verbose, Start start) {
-  block_stop_signals();
-  setup_logging(name, verbose);
-  auto server = start();
-  if (!server) return report(server.error());
-  int signal = wait_for_stop_signal();
-  spdlog::info("{}: stopping on signal {}", name, signal);
-  server->reset();
-  return ExitCode::kOk;
-}
-
 Result<std::unique_ptr<memserver::Memserver>> start_memserver(const MemserverFlags& flags) {
   memserver::MemserverConfig config;
   config.pod_id = flags.id;

@@ -14,6 +14,7 @@ constexpr VerbGroup kVerbGroups[] = {
     {vmpod::cli::add_run_verb},
     {vmpod::cli::add_vm_verbs},
     {vmpod::cli::add_stress_verbs},
+    {vmpod::cli::add_libvirt_verbs},
     {vmpod::cli::add_daemon_verbs},
 };
 

@@ -12,6 +12,8 @@ packages=(
   clang libclang-rt-14-dev
   # guests
   qemu-system-x86 qemu-utils
+  # libvirt's QEMU driver with RAM on podfs (vmpod libvirt, its integration test)
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   # the guest image (images/build-image.sh)
   busybox-static stress-ng cpio gzip zstd kmod squashfs-tools
   # stress plans (TOML)

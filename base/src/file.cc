@@ -72,9 +72,14 @@ Status write_file(const std::string& path, std::string_view bytes) {
   return {};
 }
 
-Status write_file_atomically(const std::string& path, std::string_view bytes) {
+Status write_file_atomically(const std::string& path, std::string_view bytes, std::optional<mode_t> mode) {
   const std::string partial = path + ".partial";
   VMPOD_TRY_CTX(write_file(partial, bytes), "writing " + path);
+  if (mode && ::chmod(partial.c_str(), *mode) != 0) {
+    int chmod_errno = errno;
+    std::remove(partial.c_str());
+    return fail_errno("cannot chmod " + partial, chmod_errno);
+  }
   if (std::rename(partial.c_str(), path.c_str()) != 0) return fail_errno("cannot rename " + partial, errno);
   return {};
 }

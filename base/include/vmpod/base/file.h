@@ -2,7 +2,10 @@
 // device state, the tail of a console log. Errors carry the path and errno.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,7 +18,10 @@ Result<std::string> read_file(const std::string& path);
 Result<std::string> read_file_tail(const std::string& path, size_t limit);
 Status write_file(const std::string& path, std::string_view bytes);
 // Writes PATH.partial, then renames it over PATH: a reader, or a crash,
-// sees the old file or the whole new one, never half of it.
-Status write_file_atomically(const std::string& path, std::string_view bytes);
+// sees the old file or the whole new one, never half of it. With `mode`,
+// the new file gets it before it replaces the old (a configuration file
+// that must stay private).
+Status write_file_atomically(const std::string& path, std::string_view bytes,
+                             std::optional<mode_t> mode = std::nullopt);
 
 }  // namespace vmpod
