@@ -1,9 +1,14 @@
 // `vmpod libvirt`: libvirt's QEMU driver with guest RAM in memory pods.
-// install/uninstall edit qemu.conf; backing serves the podfs that libvirt
-// uses as its memory backing directory, until SIGINT or SIGTERM.
+// install/uninstall edit qemu.conf and the QEMU hook; backing serves the
+// podfs that libvirt uses as its memory backing directory, until SIGINT or
+// SIGTERM; hook is what libvirtd runs as that hook.
 #include <cstdio>
+#include <iostream>
+#include <iterator>
 
 #include <vmpod/base/units.h>
+#include <vmpod/base/subprocess.h>
+#include <vmpod/libvirt/hook.h>
 #include <vmpod/libvirt/qemu_conf.h>
 #include <vmpod/libvirt/ram_backing.h>
 
@@ -15,7 +20,13 @@ namespace {
 
 struct InstallFlags {
   std::string qemu_conf = std::string(libvirt::kQemuConfPath);
+  std::string hooks_dir = std::string(libvirt::kHooksDir);
   std::string memory_backing_dir = std::string(libvirt::kDefaultRamBackingDir);
+};
+
+struct HookFlags {
+  std::string memory_backing_dir = std::string(libvirt::kDefaultRamBackingDir);
+  std::vector<std::string> arguments;  // DOMAIN OPERATION SUB-OPERATION EXTRA
 };
 
 struct BackingFlags {
@@ -60,6 +71,26 @@ ExitCode finish(const Status& status) {
   return ExitCode::kOk;
 }
 
+// The hook first: should qemu.conf then fail, libvirtd has a hook that
+// leaves domains without a vmpod element alone.
+Status install_all(const InstallFlags& flags) {
+  VMPOD_TRY_CTX(libvirt::install_qemu_hook(flags.hooks_dir, self_executable(), flags.memory_backing_dir), "hook");
+  return libvirt::install_qemu_conf(flags.qemu_conf, libvirt::QemuConfSettings{flags.memory_backing_dir});
+}
+
+Status uninstall_all(const InstallFlags& flags) {
+  VMPOD_TRY_CTX(libvirt::uninstall_qemu_conf(flags.qemu_conf), "qemu.conf");
+  return libvirt::uninstall_qemu_hook(flags.hooks_dir);
+}
+
+Status run_hook(const HookFlags& flags) {
+  if (flags.arguments.size() < 3) {
+    return fail(ErrorCode::kInvalidArgument, "libvirt runs the hook as: DOMAIN OPERATION SUB-OPERATION [EXTRA]");
+  }
+  std::string xml(std::istreambuf_iterator<char>(std::cin), {});
+  return libvirt::run_qemu_hook(flags.memory_backing_dir, flags.arguments[1], flags.arguments[2], xml);
+}
+
 }  // namespace
 
 void add_libvirt_verbs(CLI::App& app, Outcome& outcome) {
@@ -67,23 +98,27 @@ void add_libvirt_verbs(CLI::App& app, Outcome& outcome) {
   group->require_subcommand(1);
 
   auto install_flags = std::make_shared<InstallFlags>();
-  auto* install = group->add_subcommand("install", "Point libvirt's memory_backing_dir at podfs (qemu.conf); "
-                                                   "before libvirtd starts");
+  auto* install = group->add_subcommand("install", "Point libvirt's memory_backing_dir at podfs (qemu.conf) and "
+                                                   "install vmpod's QEMU hook; before libvirtd starts");
   install->add_option("--qemu-conf", install_flags->qemu_conf, "libvirt's QEMU driver configuration")
       ->capture_default_str();
+  install->add_option("--hooks-dir", install_flags->hooks_dir, "libvirt's hook scripts")->capture_default_str();
   install->add_option("--memory-backing-dir", install_flags->memory_backing_dir,
                       "where `vmpod libvirt backing` mounts podfs")
       ->capture_default_str();
-  install->callback([install_flags, &outcome] {
-    outcome.code = finish(libvirt::install_qemu_conf(
-        install_flags->qemu_conf, libvirt::QemuConfSettings{install_flags->memory_backing_dir}));
-  });
+  install->callback([install_flags, &outcome] { outcome.code = finish(install_all(*install_flags)); });
 
-  auto* uninstall = group->add_subcommand("uninstall", "Remove vmpod's settings from qemu.conf");
+  auto* uninstall = group->add_subcommand("uninstall", "Remove vmpod's settings from qemu.conf and its hook");
   uninstall->add_option("--qemu-conf", install_flags->qemu_conf, "libvirt's QEMU driver configuration")
       ->capture_default_str();
-  uninstall->callback(
-      [install_flags, &outcome] { outcome.code = finish(libvirt::uninstall_qemu_conf(install_flags->qemu_conf)); });
+  uninstall->add_option("--hooks-dir", install_flags->hooks_dir, "libvirt's hook scripts")->capture_default_str();
+  uninstall->callback([install_flags, &outcome] { outcome.code = finish(uninstall_all(*install_flags)); });
+
+  auto hook_flags = std::make_shared<HookFlags>();
+  auto* hook = group->add_subcommand("hook", "libvirt's QEMU hook (libvirtd runs it; the domain XML on stdin)");
+  hook->add_option("--memory-backing-dir", hook_flags->memory_backing_dir, "the podfs mount")->capture_default_str();
+  hook->add_option("arguments", hook_flags->arguments, "DOMAIN OPERATION SUB-OPERATION EXTRA");
+  hook->callback([hook_flags, &outcome] { outcome.code = finish(run_hook(*hook_flags)); });
 
   auto backing_flags = std::make_shared<BackingFlags>();
   auto* backing = group->add_subcommand("backing", "Serve podfs as libvirt's memory backing directory until "

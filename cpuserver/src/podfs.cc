@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
@@ -22,6 +24,7 @@
 
 #include <vmpod/base/histogram.h>
 #include <vmpod/cpuserver/podfs_cache.h>
+#include <vmpod/cpuserver/podfs_placement.h>
 #include <vmpod/cpuserver/stripe_layout.h>
 
 #include "prefetcher.h"
@@ -104,9 +107,21 @@ class ZeroPages {
   const std::byte* data_ = nullptr;
 };
 
+// Where a file's pages live: a set of the mount's memory pods (indices into
+// Impl::pods) and the stripes over them. Fixed when the file is created.
+struct FileLayout {
+  std::vector<size_t> pods;
+  StripeLayout stripes;
+};
+
 struct FileData {
-  std::vector<pods::RegionHandle> regions;  // one per memory pod
+  std::shared_ptr<const FileLayout> layout;
+  std::vector<pods::RegionHandle> regions;  // one per layout->pods entry
   WrittenMap written;
+
+  pods::MemoryPodClient& pod(const std::vector<std::shared_ptr<pods::MemoryPodClient>>& all, size_t i) const {
+    return *all[layout->pods[i]];
+  }
 };
 
 struct Node {
@@ -122,6 +137,8 @@ struct Node {
   uint64_t lookups = 0;
   uint64_t opens = 0;
   std::shared_ptr<FileData> data;  // regular files only
+  // Directories: the layout of files created below (kPlacementXattr).
+  std::shared_ptr<const FileLayout> placement;
 
   bool is_dir() const { return S_ISDIR(mode); }
 };
@@ -131,7 +148,7 @@ struct Node {
 struct Podfs::Impl {
   PodfsConfig config;
   std::atomic<bool> owns_regions{true};  // see disown_regions()
-  StripeLayout layout;
+  std::shared_ptr<const FileLayout> default_layout;  // every pod, config's stripe
   std::vector<std::shared_ptr<pods::MemoryPodClient>> pods;
   PodfsCache cache;
   ZeroPages zeros;
@@ -157,8 +174,8 @@ struct Podfs::Impl {
   ReadRecorder recorder;
   Prefetcher prefetcher;  // last: its threads use the members above
 
-  Impl(const PodfsConfig& c, StripeLayout l)
-      : config(c), layout(l), cache(c.local_cache_bytes),
+  Impl(const PodfsConfig& c, std::shared_ptr<const FileLayout> l)
+      : config(c), default_layout(std::move(l)), cache(c.local_cache_bytes),
         prefetcher(c.mountpoint, cache, [this](uint64_t ino) { return has_name(ino); }) {}
 
   static Impl* of(fuse_req_t req) { return static_cast<Impl*>(fuse_req_userdata(req)); }
@@ -223,10 +240,143 @@ struct Podfs::Impl {
     return ref;
   }
 
-  Result<std::shared_ptr<FileData>> create_regions() {
+  // The layout of a file created in `dir`: the nearest placement set on it
+  // or above it, else the mount's.
+  std::shared_ptr<const FileLayout> layout_below(fuse_ino_t dir) {
+    std::lock_guard lock(mutex);
+    for (Node* node = find(dir); node != nullptr; node = find(node->parent)) {
+      if (node->placement) return node->placement;
+      if (node->ino == FUSE_ROOT_ID) break;
+    }
+    return default_layout;
+  }
+
+  std::string describe(const FileLayout& layout) const {
+    std::vector<std::string> ids;
+    for (size_t pod : layout.pods) ids.push_back(pods[pod]->pod_id());
+    return format_placement(ids, layout.stripes.stripe_bytes());
+  }
+
+  // The pods a placement names, or the `count` with the most free pages
+  // (a pod that does not answer is not chosen).
+  Result<std::shared_ptr<const FileLayout>> resolve(const PlacementRequest& request) {
+    std::vector<size_t> chosen;
+    if (!request.pod_ids.empty()) {
+      for (const auto& id : request.pod_ids) {
+        auto it = std::find_if(pods.begin(), pods.end(), [&](const auto& pod) { return pod->pod_id() == id; });
+        if (it == pods.end()) return fail(ErrorCode::kNotFound, "placement: no memory pod " + id + " here");
+        chosen.push_back(static_cast<size_t>(it - pods.begin()));
+      }
+    } else {
+      size_t count = request.pod_count ? request.pod_count : pods.size();
+      if (count > pods.size()) {
+        return fail(ErrorCode::kInvalidArgument,
+                    fmt::format("placement: {} memory pods asked for, {} here", count, pods.size()));
+      }
+      std::vector<std::pair<uint64_t, size_t>> free_pages;
+      for (size_t i = 0; i < pods.size(); ++i) {
+        auto stats = pods[i]->stats();
+        if (stats) free_pages.emplace_back(stats->capacity_pages - std::min(stats->capacity_pages, stats->pages_held), i);
+      }
+      if (free_pages.size() < count) {
+        return fail(ErrorCode::kUnavailable,
+                    fmt::format("placement: {} memory pods asked for, {} answering", count, free_pages.size()));
+      }
+      std::stable_sort(free_pages.begin(), free_pages.end(), [](auto& a, auto& b) { return a.first > b.first; });
+      for (size_t i = 0; i < count; ++i) chosen.push_back(free_pages[i].second);
+      std::sort(chosen.begin(), chosen.end());
+    }
+    auto stripes = StripeLayout::create(chosen.size(), request.stripe_bytes ? request.stripe_bytes
+                                                                            : default_layout->stripes.stripe_bytes());
+    if (!stripes) return fail(stripes.error());
+    return std::make_shared<const FileLayout>(FileLayout{std::move(chosen), *stripes});
+  }
+
+  static void reply_xattr(fuse_req_t req, const std::string& value, size_t size) {
+    if (size == 0) return (void)fuse_reply_xattr(req, value.size());
+    if (size < value.size()) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, value.data(), value.size());
+  }
+
+  static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                          int flags) {
+    Impl* self = of(req);
+    if (name != kPlacementXattr) return (void)fuse_reply_err(req, ENOTSUP);
+    {
+      std::lock_guard lock(self->mutex);
+      Node* node = self->find(ino);
+      if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+      // A file's layout is fixed when it is created.
+      if (!node->is_dir()) return (void)fuse_reply_err(req, EPERM);
+      if ((flags & XATTR_CREATE) && node->placement) return (void)fuse_reply_err(req, EEXIST);
+      if ((flags & XATTR_REPLACE) && !node->placement) return (void)fuse_reply_err(req, ENODATA);
+    }
+    if (self->config.null_store) return (void)fuse_reply_err(req, ENOTSUP);
+    auto request = parse_placement(std::string_view(value, size));
+    auto layout = request ? self->resolve(*request) : fail(request.error());
+    if (!layout) {
+      spdlog::warn("podfs: placement of inode {} refused: {}", ino, layout.error().to_string());
+      return (void)fuse_reply_err(req, layout.error().code() == ErrorCode::kUnavailable ? EAGAIN : EINVAL);
+    }
+    std::lock_guard lock(self->mutex);
+    Node* node = self->find(ino);
+    if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+    node->placement = std::move(*layout);
+    node->ctime = now();
+    fuse_reply_err(req, 0);
+  }
+
+  static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+    Impl* self = of(req);
+    std::string value;
+    {
+      std::lock_guard lock(self->mutex);
+      Node* node = self->find(ino);
+      if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+      if (name == kMemoryPodsXattr && ino == FUSE_ROOT_ID) {
+        std::vector<std::string> ids;
+        for (const auto& pod : self->pods) ids.push_back(pod->pod_id());
+        value = fmt::format("{}", fmt::join(ids, ","));
+      } else if (name == kPlacementXattr && (node->data || node->placement)) {
+        value = self->describe(node->data ? *node->data->layout : *node->placement);
+      } else {
+        return (void)fuse_reply_err(req, ENODATA);
+      }
+    }
+    reply_xattr(req, value, size);
+  }
+
+  static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+    Impl* self = of(req);
+    std::string names;
+    {
+      std::lock_guard lock(self->mutex);
+      Node* node = self->find(ino);
+      if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+      if (ino == FUSE_ROOT_ID && !self->pods.empty()) names.append(kMemoryPodsXattr).push_back('\0');
+      if (node->data || node->placement) names.append(kPlacementXattr).push_back('\0');
+    }
+    reply_xattr(req, names, size);
+  }
+
+  static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+    Impl* self = of(req);
+    std::lock_guard lock(self->mutex);
+    Node* node = self->find(ino);
+    if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+    if (name != kPlacementXattr) return (void)fuse_reply_err(req, ENODATA);
+    if (!node->is_dir()) return (void)fuse_reply_err(req, EPERM);
+    if (!node->placement) return (void)fuse_reply_err(req, ENODATA);
+    node->placement.reset();
+    node->ctime = now();
+    fuse_reply_err(req, 0);
+  }
+
+  Result<std::shared_ptr<FileData>> create_regions(std::shared_ptr<const FileLayout> layout) {
     auto data = std::make_shared<FileData>();
-    for (auto& pod : pods) {
-      auto region = pod->create_region(0, config.owner);
+    data->layout = std::move(layout);
+    for (size_t pod : data->layout->pods) {
+      auto region = pods[pod]->create_region(0, config.owner);
       if (!region) {
         delete_regions(*data);
         return fail(region.error());
@@ -239,16 +389,17 @@ struct Podfs::Impl {
   void delete_regions(const FileData& data) {
     if (!owns_regions) return;
     for (size_t i = 0; i < data.regions.size(); ++i) {
-      auto deleted = pods[i]->delete_region(data.regions[i]);
+      auto deleted = data.pod(pods, i).delete_region(data.regions[i]);
       if (!deleted) spdlog::warn("podfs: region {} not deleted: {}", data.regions[i].id, deleted.error().to_string());
     }
   }
 
   Status resize(FileData& data, uint64_t old_size, uint64_t size) {
-    for (size_t i = 0; i < pods.size(); ++i) {
-      uint64_t pod_size = layout.pod_region_size(i, size);
-      if (pod_size == layout.pod_region_size(i, old_size)) continue;
-      VMPOD_TRY_CTX(pods[i]->resize_region(data.regions[i], pod_size), "resize");
+    const StripeLayout& stripes = data.layout->stripes;
+    for (size_t i = 0; i < data.regions.size(); ++i) {
+      uint64_t pod_size = stripes.pod_region_size(i, size);
+      if (pod_size == stripes.pod_region_size(i, old_size)) continue;
+      VMPOD_TRY_CTX(data.pod(pods, i).resize_region(data.regions[i], pod_size), "resize");
     }
     if (size < old_size) data.written.clear(size, old_size - size);
     return {};
@@ -287,7 +438,7 @@ struct Podfs::Impl {
   std::vector<PodRun> plan_runs(const std::vector<StripeExtent>& extents, bool write,
                                 const FileData& data, std::vector<Placement>& placements) const {
     std::vector<PodRun> runs;
-    std::vector<size_t> last_run(pods.size(), Placement::kNoRun);
+    std::vector<size_t> last_run(data.regions.size(), Placement::kNoRun);
     placements.assign(extents.size(), Placement{});
     for (size_t i = 0; i < extents.size(); ++i) {
       const StripeExtent& e = extents[i];
@@ -321,19 +472,19 @@ struct Podfs::Impl {
       extents.push_back(StripeExtent{0, offset, offset, length});
       placements.resize(1);
     } else {
-      extents = layout.map(offset, length);
+      extents = data.layout->stripes.map(offset, length);
       runs = plan_runs(extents, false, data, placements);
     }
     // Every call is on its way before any is waited for, so the pods serve
     // their shares at the same time.
     for (const PodRun& run : runs) {
-      auto call = pods[run.pod]->start_read(data.regions[run.pod], run.pod_offset, run.length);
+      auto call = data.pod(pods, run.pod).start_read(data.regions[run.pod], run.pod_offset, run.length);
       if (!call) return fail(call.error().context("read"));
       out.calls.push_back(std::move(*call));
     }
     std::vector<const std::byte*> run_data;
     for (size_t r = 0; r < runs.size(); ++r) {
-      auto got = pods[runs[r].pod]->finish_read(out.calls[r]);
+      auto got = data.pod(pods, runs[r].pod).finish_read(out.calls[r]);
       if (!got) return fail(got.error().context("read"));
       run_data.push_back(got->data());
     }
@@ -348,7 +499,7 @@ struct Podfs::Impl {
 
   Status write_through(FileData& data, uint64_t offset, std::span<const std::byte> bytes) {
     if (config.null_store) return {};
-    std::vector<StripeExtent> extents = layout.map(offset, bytes.size());
+    std::vector<StripeExtent> extents = data.layout->stripes.map(offset, bytes.size());
     std::vector<Placement> placements;
     std::vector<PodRun> runs = plan_runs(extents, true, data, placements);
     std::vector<std::vector<iovec>> run_pieces(runs.size());
@@ -359,13 +510,13 @@ struct Podfs::Impl {
     }
     std::vector<pods::MemoryPodClient::PendingPageIo> calls;
     for (size_t r = 0; r < runs.size(); ++r) {
-      auto call = pods[runs[r].pod]->start_write(data.regions[runs[r].pod], runs[r].pod_offset,
-                                                 run_pieces[r]);
+      auto call = data.pod(pods, runs[r].pod).start_write(data.regions[runs[r].pod], runs[r].pod_offset,
+                                                          run_pieces[r]);
       if (!call) return fail(call.error().context("write"));
       calls.push_back(std::move(*call));
     }
     for (size_t r = 0; r < runs.size(); ++r) {
-      VMPOD_TRY_CTX(pods[runs[r].pod]->finish(calls[r]), "write");
+      VMPOD_TRY_CTX(data.pod(pods, runs[r].pod).finish(calls[r]), "write");
     }
     data.written.mark(offset, bytes.size());
     return {};
@@ -511,7 +662,7 @@ struct Podfs::Impl {
                                   mode_t mode) {
     std::shared_ptr<FileData> data;
     if (S_ISREG(mode)) {
-      auto created = self->create_regions();
+      auto created = self->create_regions(self->layout_below(parent));
       if (!created) return fail(created.error());
       data = *created;
     } else if (!S_ISDIR(mode)) {
@@ -753,8 +904,8 @@ struct Podfs::Impl {
       data->written.clear(offset, end - offset);
       Status status;
       if (self->config.null_store) return self->reply_status(req, status);
-      for (const StripeExtent& e : self->layout.map(offset, end - offset)) {
-        status = self->pods[e.pod]->discard(data->regions[e.pod], e.pod_offset, e.length);
+      for (const StripeExtent& e : data->layout->stripes.map(offset, end - offset)) {
+        status = data->pod(self->pods, e.pod).discard(data->regions[e.pod], e.pod_offset, e.length);
         if (!status) break;
       }
       return self->reply_status(req, status);
@@ -854,6 +1005,10 @@ struct Podfs::Impl {
     ops.statfs = op_statfs;
     ops.create = op_create;
     ops.fallocate = op_fallocate;
+    ops.setxattr = op_setxattr;
+    ops.getxattr = op_getxattr;
+    ops.listxattr = op_listxattr;
+    ops.removexattr = op_removexattr;
     return ops;
   }
 
@@ -887,9 +1042,11 @@ Result<std::unique_ptr<Podfs>> Podfs::mount(const PodfsConfig& config) {
                 fmt::format("podfs: {} FUSE threads leave too few beside {} prefetch threads",
                             config.max_threads, Prefetcher::kThreads));
   }
-  auto layout = StripeLayout::create(std::max<size_t>(1, config.memory_pods.size()), config.stripe_bytes);
-  if (!layout) return fail(layout.error().context("podfs"));
-  auto impl = std::make_unique<Impl>(config, *layout);
+  auto stripes = StripeLayout::create(std::max<size_t>(1, config.memory_pods.size()), config.stripe_bytes);
+  if (!stripes) return fail(stripes.error().context("podfs"));
+  std::vector<size_t> every_pod(config.memory_pods.size());
+  std::iota(every_pod.begin(), every_pod.end(), 0);
+  auto impl = std::make_unique<Impl>(config, std::make_shared<FileLayout>(FileLayout{every_pod, *stripes}));
   if (impl->zeros.data() == nullptr) return fail_errno("podfs: mapping zero pages", errno);
   if (!config.connected_pods.empty()) {
     if (config.connected_pods.size() != config.memory_pods.size()) {
@@ -1031,7 +1188,8 @@ Result<std::vector<pods::MemoryPodStats>> Podfs::memory_pod_stats() const {
     std::lock_guard lock(impl_->mutex);
     for (const auto& [ino, node] : impl_->nodes) {
       if (!node->data) continue;
-      for (size_t i = 0; i < node->data->regions.size(); ++i) regions[i].push_back(node->data->regions[i]);
+      const FileData& data = *node->data;
+      for (size_t i = 0; i < data.regions.size(); ++i) regions[data.layout->pods[i]].push_back(data.regions[i]);
     }
   }
   std::vector<pods::MemoryPodStats> out;
@@ -1054,6 +1212,9 @@ Result<FileRegions> Podfs::file_regions(const std::string& name) const {
   std::lock_guard lock(impl_->mutex);
   const Node* node = impl_->root_file(name);
   if (node == nullptr) return fail(ErrorCode::kNotFound, "podfs: no file named '" + name + "'");
+  if (node->data->layout != impl_->default_layout) {
+    return fail(ErrorCode::kWrongState, "podfs: '" + name + "' is not laid over every memory pod");
+  }
   return FileRegions{node->size, node->data->regions};
 }
 
@@ -1063,6 +1224,7 @@ Status Podfs::adopt_file(const std::string& name, const FileRegions& file) {
                                                          file.regions.size(), impl_->pods.size()));
   }
   auto data = std::make_shared<FileData>();
+  data->layout = impl_->default_layout;
   data->regions = file.regions;
   data->written.mark(0, file.size);
   std::lock_guard lock(impl_->mutex);

@@ -1,13 +1,16 @@
 // libvirt's own QEMU driver with guest RAM in memory pods: real virtlogd and
 // libvirtd started here (there is no init system), podfs mounted by `vmpod
-// libvirt backing` as qemu.conf's memory_backing_dir (set by `vmpod libvirt
-// install`), and domains driven with virsh. A file-backed domain's RAM
-// becomes regions in the memory pods and goes away with the domain; a
-// domain with plain memory never touches podfs. The test changes
-// /etc/libvirt/qemu.conf and restores it, also when it fails.
+// libvirt backing` as qemu.conf's memory_backing_dir and vmpod's QEMU hook
+// (both set by `vmpod libvirt install`), and domains driven with virsh. A
+// domain's vmpod element places its RAM on the memory pods it names, the
+// RAM goes away with the domain, a placement that cannot be met stops the
+// start with vmpod's message and leaves nothing, and a domain with plain
+// memory never touches podfs. The test changes /etc/libvirt/qemu.conf and
+// /etc/libvirt/hooks/qemu and restores them, also when it fails.
 #include <criterion/criterion.h>
 
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <array>
@@ -31,6 +34,8 @@ namespace {
 
 constexpr const char* kPodsDomain = "vmpod-test-pods";
 constexpr const char* kPlainDomain = "vmpod-test-plain";
+constexpr const char* kRefusedDomain = "vmpod-test-refused";
+constexpr const char* kFileBacking = "<memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>";
 
 struct CommandOutput {
   int status = -1;
@@ -74,7 +79,7 @@ LibvirtSetup& setup() {
 void tear_down() {
   auto& s = setup();
   if (s.libvirtd.pid() > 0 && s.libvirtd.running()) {
-    for (const char* domain : {kPodsDomain, kPlainDomain}) {
+    for (const char* domain : {kPodsDomain, kPlainDomain, kRefusedDomain}) {
       run_command(fmt::format("virsh -c qemu:///system destroy {}", domain));
       run_command(fmt::format("virsh -c qemu:///system undefine {}", domain));
     }
@@ -105,12 +110,18 @@ void wait_until(const char* what, std::chrono::seconds timeout, Ready ready) {
   }
 }
 
-std::string domain_xml(const std::string& name, const std::string& dir, bool file_backed) {
+std::string vmpod_element(const std::string& attributes) {
+  return fmt::format("<metadata><vmpod:memory xmlns:vmpod='https://vmpod.dev/xmlns/libvirt/1' {}/></metadata>",
+                     attributes);
+}
+
+// `extra`: the domain's <memoryBacking> and <metadata>, if any.
+std::string domain_xml(const std::string& name, const std::string& dir, const std::string& extra) {
   return fmt::format(R"(<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>256</memory>
   <vcpu>1</vcpu>
-  {backing}
+  {extra}
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
     <kernel>{dir}/vmlinux</kernel>
@@ -130,14 +141,12 @@ std::string domain_xml(const std::string& name, const std::string& dir, bool fil
 </domain>
 )",
                      fmt::arg("name", name), fmt::arg("dir", dir), fmt::arg("append", cpuserver::kGuestImageAppend),
-                     fmt::arg("backing", file_backed ? "<memoryBacking><source type='file'/><access mode='shared'/>"
-                                                       "</memoryBacking>"
-                                                     : ""));
+                     fmt::arg("extra", extra));
 }
 
-void define(const std::string& name, const std::string& dir, bool file_backed) {
+void define(const std::string& name, const std::string& dir, const std::string& extra) {
   std::string path = dir + "/" + name + ".xml";
-  cr_assert(write_file(path, domain_xml(name, dir, file_backed)).has_value());
+  cr_assert(write_file(path, domain_xml(name, dir, extra)).has_value());
   virsh("define " + path);
 }
 
@@ -208,6 +217,7 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
   cr_assert(conf.has_value());
   cr_assert_eq(conf->find("memory_backing_dir = \"" + ram_dir + "\""), conf->rfind("memory_backing_dir = \"" + ram_dir + "\""),
                "installing twice wrote the setting twice");
+  cr_assert(std::filesystem::exists("/etc/libvirt/hooks/qemu"), "no hook installed");
 
   auto virtlogd = Subprocess::spawn({"virtlogd"}, s.dir + "/virtlogd.log", true);
   cr_assert(virtlogd.has_value(), "%s", virtlogd ? "" : virtlogd.error().to_string().c_str());
@@ -217,10 +227,11 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
   s.libvirtd = std::move(*libvirtd);
   wait_until("libvirtd answering", 30s, [&] { return run_command("virsh -c qemu:///system version").status == 0; });
 
-  // A domain whose RAM is a file: libvirt makes its directory on podfs and
-  // QEMU maps pc.ram there.
+  // A domain whose RAM is a file, placed on one memory pod in 2 MiB
+  // stripes: the hook sets the placement of the directory libvirt then
+  // makes on podfs, and QEMU maps pc.ram there.
   auto before = pod_totals(pods);
-  define(kPodsDomain, s.dir, true);
+  define(kPodsDomain, s.dir, kFileBacking + vmpod_element("pods='1' stripe='2M'"));
   virsh(std::string("start ") + kPodsDomain);
   std::string domain_dir = ram_dir + "/libvirt/qemu";
   std::string ram_file;
@@ -231,7 +242,12 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
   cr_assert_eq(::stat(ram_file.c_str(), &st), 0);
   cr_assert_neq(st.st_uid, 0u, "pc.ram is root's: libvirt's chown to its QEMU user did not reach podfs");
   auto during = pod_totals(pods);
-  cr_assert_eq(during.regions, before.regions + pods.size(), "pc.ram is not one region per memory pod");
+  cr_assert_eq(during.regions, before.regions + 1, "pc.ram is not on the one memory pod asked for");
+  char placement[128] = {};
+  ssize_t placed = ::getxattr(ram_file.c_str(), "user.vmpod.placement", placement, sizeof(placement) - 1);
+  cr_assert_gt(placed, 0, "pc.ram has no placement: %s", strerror(errno));
+  cr_assert(std::string(placement).find(" stripe=2097152") != std::string::npos, "pc.ram placed as %s", placement);
+  cr_assert_eq(std::string(placement).find(','), std::string::npos, "pc.ram on more than one pod: %s", placement);
 
   auto agent = cpuserver::GuestAgent::connect(s.dir + "/" + kPodsDomain + ".agent", 120s);
   cr_assert(agent.has_value(), "guest agent: %s", agent ? "" : agent.error().to_string().c_str());
@@ -264,8 +280,19 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
   cr_assert_eq(released.regions, before.regions, "the domain's regions outlived it");
   cr_assert_eq(released.pages_held, before.pages_held, "the domain's pages outlived it");
 
+  // A placement the backing cannot meet: the start fails with vmpod's
+  // reason in virsh's message and leaves no directory and no region.
+  define(kRefusedDomain, s.dir, kFileBacking + vmpod_element("pods='9'"));
+  auto refused = run_command(std::string("virsh -c qemu:///system start ") + kRefusedDomain);
+  cr_assert_neq(refused.status, 0, "a domain asking for 9 memory pods of 2 started");
+  cr_assert(refused.output.find("the backing has 2 memory pods") != std::string::npos, "virsh said: %s",
+            refused.output.c_str());
+  cr_assert_eq(entries_in(domain_dir), 0u, "the refused domain left a directory");
+  cr_assert_eq(pod_totals(pods).regions, before.regions, "the refused domain left regions");
+  virsh(std::string("undefine ") + kRefusedDomain);
+
   // A domain with plain memory: libvirt never puts it on podfs.
-  define(kPlainDomain, s.dir, false);
+  define(kPlainDomain, s.dir, "");
   virsh(std::string("start ") + kPlainDomain);
   auto plain_agent = cpuserver::GuestAgent::connect(s.dir + "/" + kPlainDomain + ".agent", 120s);
   cr_assert(plain_agent.has_value(), "plain guest agent: %s", plain_agent ? "" : plain_agent.error().to_string().c_str());

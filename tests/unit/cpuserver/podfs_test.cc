@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include <vmpod/cpuserver/podfs.h>
+#include <vmpod/cpuserver/podfs_placement.h>
 #include <vmpod/cpuserver/stripe_layout.h>
 #include <vmpod/memserver/memserver.h>
 
@@ -837,4 +839,74 @@ Test(podfs, unmount_during_a_prefetch_returns_promptly) {
             static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
   cr_expect(!mounted(g_mnt));
   cr_expect_eq(pod_regions(), 0u);
+}
+
+namespace {
+
+std::string get_xattr(const std::string& file, std::string_view name) {
+  char value[256];
+  ssize_t n = ::getxattr(file.c_str(), std::string(name).c_str(), value, sizeof(value));
+  cr_assert_geq(n, 0, "getxattr %s on %s: %s", std::string(name).c_str(), file.c_str(), strerror(errno));
+  return std::string(value, static_cast<size_t>(n));
+}
+
+void expect_xattr(const std::string& file, std::string_view name, const char* expected) {
+  std::string value = get_xattr(file, name);
+  cr_assert_str_eq(value.c_str(), expected, "%s on %s", std::string(name).c_str(), file.c_str());
+}
+
+int set_xattr(const std::string& dir, const std::string& value) {
+  int rc = ::setxattr(dir.c_str(), std::string(kPlacementXattr).c_str(), value.data(), value.size(), 0);
+  return rc == 0 ? 0 : errno;
+}
+
+uint64_t regions_on(size_t pod) { return g_pods[pod]->store().stats().regions; }
+
+}  // namespace
+
+Test(podfs, a_directorys_placement_lays_out_the_files_created_below_it) {
+  mount();
+  expect_xattr(g_mnt, kMemoryPodsXattr, "mem0,mem1");
+  cr_assert_eq(::mkdir(path("one").c_str(), 0755), 0);
+  cr_assert_eq(::mkdir(path("one/below").c_str(), 0755), 0);
+  cr_assert_eq(set_xattr(path("one"), "pods=mem1 stripe=8K"), 0);
+  expect_xattr(path("one"), kPlacementXattr, "pods=mem1 stripe=8192");
+
+  // A file below (two levels down) goes to mem1 only, in 8 KiB stripes.
+  uint64_t mem0_before = regions_on(0), mem1_before = regions_on(1);
+  int fd = open_file("one/below/ram");
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(regions_on(0), mem0_before);
+  cr_assert_eq(regions_on(1), mem1_before + 1);
+  expect_xattr(path("one/below/ram"), kPlacementXattr, "pods=mem1 stripe=8192");
+  cr_assert_eq(::ftruncate(fd, static_cast<off_t>(kMiB)), 0);
+  auto data = pattern(256 * kKiB, 31);
+  write_at(fd, 100 * kKiB, data);
+  cr_assert_eq(::fsync(fd), 0);
+  cr_assert(g_fs->drop_cache().has_value());
+  cr_assert(read_at(fd, 100 * kKiB, data.size()) == data, "data on a one-pod layout did not round-trip");
+  cr_assert_eq(g_pods[0]->store().stats().pages_held, 0u, "a page went to the pod the placement left out");
+  ::close(fd);
+
+  // Outside it: the mount's layout, every pod. Files keep their layout
+  // when the placement changes; the placement is gone with removexattr.
+  int other = open_file("elsewhere");
+  expect_xattr(path("elsewhere"), kPlacementXattr, "pods=mem0,mem1 stripe=65536");
+  ::close(other);
+  cr_assert_eq(set_xattr(path("one"), "pods=2"), 0);
+  expect_xattr(path("one"), kPlacementXattr, "pods=mem0,mem1 stripe=65536");
+  expect_xattr(path("one/below/ram"), kPlacementXattr, "pods=mem1 stripe=8192");
+  cr_assert_eq(::removexattr(path("one").c_str(), std::string(kPlacementXattr).c_str()), 0);
+  char buffer[64];
+  cr_assert_lt(::getxattr(path("one").c_str(), std::string(kPlacementXattr).c_str(), buffer, sizeof(buffer)), 0);
+  cr_assert_eq(errno, ENODATA);
+
+  // What cannot be: more pods than there are, a pod not here, a file's
+  // layout, another attribute.
+  cr_assert_eq(set_xattr(path("one"), "pods=3"), EINVAL);
+  cr_assert_eq(set_xattr(path("one"), "pods=mem7"), EINVAL);
+  cr_assert_eq(set_xattr(path("one"), "stripe=1000"), EINVAL);
+  cr_assert_eq(set_xattr(path("one/below/ram"), "pods=1"), EPERM);
+  cr_assert_neq(::setxattr(path("one").c_str(), "user.other", "x", 1, 0), 0);
+  cr_assert_eq(errno, ENOTSUP);
 }
