@@ -39,7 +39,7 @@ struct BackingFlags {
   bool verbose = false;
 };
 
-Result<std::unique_ptr<cpuserver::Podfs>> start_backing(const BackingFlags& flags) {
+Result<std::unique_ptr<libvirt::RamBacking>> start_backing(const BackingFlags& flags) {
   libvirt::RamBackingConfig config;
   config.dir = flags.dir;
   if (flags.memory_pods.empty()) return fail(ErrorCode::kInvalidArgument, "give at least one --memory-pod");
@@ -58,12 +58,12 @@ Result<std::unique_ptr<cpuserver::Podfs>> start_backing(const BackingFlags& flag
   auto cache = parse_size(flags.local_cache);
   if (!cache) return fail(cache.error().context("--local-cache"));
   config.local_cache_bytes = *cache;
-  auto podfs = libvirt::mount_ram_backing(config);
-  if (!podfs) return fail(podfs.error());
+  auto backing = libvirt::RamBacking::mount(config);
+  if (!backing) return fail(backing.error());
   std::printf("podfs on %s for libvirt's guest RAM, striped over %zu memory pods\n", config.dir.c_str(),
               config.memory_pods.size());
   std::fflush(stdout);
-  return podfs;
+  return backing;
 }
 
 ExitCode finish(const Status& status) {

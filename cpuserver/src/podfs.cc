@@ -8,6 +8,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -1206,6 +1207,32 @@ std::optional<std::string> Podfs::failure() const {
     if (!pod->alive()) return "memory pod " + pod->pod_id() + " lost: " + pod->lost_reason();
   }
   return std::nullopt;
+}
+
+std::vector<std::string> Podfs::files_on_lost_pods() const {
+  std::vector<bool> lost(impl_->pods.size());
+  bool any = false;
+  for (size_t i = 0; i < impl_->pods.size(); ++i) any |= lost[i] = !impl_->pods[i]->alive();
+  std::vector<std::string> files;
+  if (!any) return files;
+  std::lock_guard lock(impl_->mutex);
+  for (const auto& [ino, node] : impl_->nodes) {
+    if (!node->data || node->nlink == 0) continue;
+    const auto& on = node->data->layout->pods;
+    if (std::none_of(on.begin(), on.end(), [&](size_t pod) { return lost[pod]; })) continue;
+    // The name, from each directory's entry for the node below it.
+    std::string path;
+    for (const Node* at = node.get(); at->ino != FUSE_ROOT_ID;) {
+      const Node* parent = impl_->nodes.at(at->parent).get();
+      auto entry = std::find_if(parent->children.begin(), parent->children.end(),
+                                [&](const auto& child) { return child.second == at->ino; });
+      if (entry == parent->children.end()) break;
+      path = "/" + entry->first + path;
+      at = parent;
+    }
+    if (!path.empty()) files.push_back(path.substr(1));
+  }
+  return files;
 }
 
 Result<FileRegions> Podfs::file_regions(const std::string& name) const {

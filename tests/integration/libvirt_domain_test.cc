@@ -9,6 +9,7 @@
 // /etc/libvirt/hooks/qemu and restores them, also when it fails.
 #include <criterion/criterion.h>
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -300,4 +301,24 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
   cr_assert_eq(pod_totals(pods).regions, before.regions, "a domain with plain memory got regions");
   virsh(std::string("destroy ") + kPlainDomain);
   virsh(std::string("undefine ") + kPlainDomain);
+
+  // The memory pod under a running domain's RAM dies: that domain fails
+  // (its QEMU is stopped, libvirt marks it crashed) within seconds, and
+  // libvirtd, the backing and its mount stay up. Last: the pod stays dead.
+  define(kPodsDomain, s.dir, kFileBacking + vmpod_element("pods='1'"));
+  virsh(std::string("start ") + kPodsDomain);
+  ram_file.clear();
+  for (const auto& entry : std::filesystem::directory_iterator(domain_dir)) ram_file = entry.path() / "pc.ram";
+  char on[128] = {};
+  cr_assert_gt(::getxattr(ram_file.c_str(), "user.vmpod.placement", on, sizeof(on) - 1), 0);
+  size_t lost_pod = std::string(on).find("pods=mem1 ") == 0 ? 1 : 0;
+  cluster->memory_pod_process(lost_pod).kill(SIGKILL);
+  wait_until("the domain on the lost pod failed", 20s, [&] {
+    return virsh(std::string("domstate --reason ") + kPodsDomain).find("shut off (crashed)") != std::string::npos;
+  });
+  cr_assert(s.libvirtd.running(), "libvirtd died with the memory pod");
+  cr_assert(s.backing.running(), "the backing died with the memory pod");
+  cr_assert(podfs_mounted(ram_dir), "podfs went away with the memory pod");
+  virsh("list --all");
+  virsh(std::string("undefine ") + kPodsDomain);
 }

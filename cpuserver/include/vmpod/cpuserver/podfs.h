@@ -100,6 +100,9 @@ class Podfs {
   Result<std::vector<pods::MemoryPodStats>> memory_pod_stats() const;
   // Set once a memory pod is lost: the reason, for the vmm to report.
   std::optional<std::string> failure() const;
+  // The files, as paths under the mount, with a region on a memory pod
+  // that is lost: a mount shared by many guests fails only theirs.
+  std::vector<std::string> files_on_lost_pods() const;
 
   // The regions behind the file `name` in the root directory.
   Result<FileRegions> file_regions(const std::string& name) const;
