@@ -62,7 +62,7 @@ void RamBacking::fail_domains_on_lost_pods() {
       if (!killed_.insert(pid).second) continue;
       // Its RAM cannot be read back: stop it now rather than let it fault
       // on a page that is gone.
-      spdlog::error("libvirt-backing: {} lost pages with a memory pod ({}); killing its QEMU, pid {}", path,
+      spdlog::error("{} lost pages with a memory pod ({}); killing its QEMU, pid {}", path,
                     podfs_->failure().value_or("lost"), pid);
       ::kill(pid, SIGKILL);
     }

@@ -1,0 +1,158 @@
+#include "libvirt_host.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include <vmpod/base/file.h>
+#include <vmpod/cpuserver/qemu.h>
+
+namespace vmpod::testing {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+bool podfs_mounted(const std::string& dir) {
+  auto mounts = read_file("/proc/self/mounts");
+  return mounts && mounts->find(" " + dir + " fuse.vmpod ") != std::string::npos;
+}
+
+template <class Ready>
+Status wait_until(const std::string& what, std::chrono::seconds timeout, Ready ready) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!ready()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return fail(ErrorCode::kUnavailable, fmt::format("{}: not within {}s", what, timeout.count()));
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  return {};
+}
+
+bool libvirtd_answers() { return run_command("virsh -c qemu:///system version").status == 0; }
+
+}  // namespace
+
+std::string vmpod_element(const std::string& attributes) {
+  return fmt::format("<metadata><vmpod:memory xmlns:vmpod='https://vmpod.dev/xmlns/libvirt/1' {}/></metadata>",
+                     attributes);
+}
+
+CommandOutput run_command(const std::string& command) {
+  CommandOutput result;
+  std::FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
+  result.status = ::pclose(pipe);
+  return result;
+}
+
+Result<std::unique_ptr<LibvirtHost>> LibvirtHost::start(const LibvirtHostConfig& config) {
+  if (libvirtd_answers()) {
+    return fail(ErrorCode::kAlreadyExists, "a libvirtd runs already; stop it: the tests start their own");
+  }
+  std::unique_ptr<LibvirtHost> host(new LibvirtHost(config));
+  VMPOD_TRY_CTX(host->start_all(), "libvirt host");
+  return host;
+}
+
+Status LibvirtHost::start_all() {
+  // libvirt's QEMU runs as libvirt-qemu: it must reach the kernel, the
+  // initramfs and its sockets here.
+  if (::chmod(config_.dir.c_str(), 0755) != 0) return fail_errno("chmod " + config_.dir, errno);
+  for (const char* file : {"vmlinux", "initramfs.cpio.gz"}) {
+    std::error_code error;
+    std::filesystem::copy_file(config_.image_dir + "/" + file, config_.dir + "/" + file,
+                               std::filesystem::copy_options::overwrite_existing, error);
+    if (error) return fail_errno(fmt::format("copying {} from {}", file, config_.image_dir), error.value());
+  }
+
+  std::vector<std::string> backing{config_.vmpod_binary, "libvirt", "backing", "--dir", ram_dir()};
+  for (const auto& pod : config_.memory_pods) {
+    backing.push_back("--memory-pod");
+    backing.push_back(pod.to_string());
+  }
+  auto started = Subprocess::spawn(backing, config_.dir + "/backing.log", true);
+  if (!started) return fail(started.error().context("vmpod libvirt backing"));
+  backing_ = std::move(*started);
+  VMPOD_TRY_CTX(wait_until("podfs mounted", 10s, [&] { return podfs_mounted(ram_dir()); }), ram_dir());
+
+  auto install = run_command(config_.vmpod_binary + " libvirt install --memory-backing-dir " + ram_dir());
+  if (install.status != 0) return fail(ErrorCode::kInternal, "vmpod libvirt install: " + install.output);
+  installed_ = true;
+
+  auto virtlogd = Subprocess::spawn({"virtlogd"}, config_.dir + "/virtlogd.log", true);
+  if (!virtlogd) return fail(virtlogd.error().context("virtlogd"));
+  virtlogd_ = std::move(*virtlogd);
+  auto libvirtd = Subprocess::spawn({"libvirtd"}, config_.dir + "/libvirtd.log", true);
+  if (!libvirtd) return fail(libvirtd.error().context("libvirtd"));
+  libvirtd_ = std::move(*libvirtd);
+  return wait_until("libvirtd answering", 30s, libvirtd_answers);
+}
+
+LibvirtHost::~LibvirtHost() {
+  if (libvirtd_.pid() > 0 && libvirtd_.running()) {
+    for (const auto& domain : defined_) {
+      run_command("virsh -c qemu:///system destroy " + domain);
+      run_command("virsh -c qemu:///system undefine " + domain);
+    }
+  }
+  libvirtd_.stop(10s);
+  virtlogd_.stop(5s);
+  // SIGTERM unmounts podfs and deletes the regions of files still there.
+  backing_.stop(10s);
+  if (installed_) run_command(config_.vmpod_binary + " libvirt uninstall");
+}
+
+Result<std::string> LibvirtHost::virsh(const std::string& arguments) {
+  auto result = run_command("virsh -c qemu:///system " + arguments);
+  if (result.status != 0) return fail(ErrorCode::kInternal, "virsh " + arguments + ": " + result.output);
+  return result.output;
+}
+
+Status LibvirtHost::define(const std::string& name, const std::string& extra) {
+  std::string xml = fmt::format(R"(<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  {extra}
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>{dir}/vmlinux</kernel>
+    <initrd>{dir}/initramfs.cpio.gz</initrd>
+    <cmdline>{append}</cmdline>
+  </os>
+  <on_reboot>destroy</on_reboot>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <serial type='file'><source path='{dir}/{name}.console'/><target port='0'/></serial>
+    <channel type='unix'>
+      <source mode='bind' path='{agent}'/>
+      <target type='virtio' name='org.vmpod.agent'/>
+    </channel>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+)",
+                                fmt::arg("name", name), fmt::arg("dir", config_.dir), fmt::arg("extra", extra),
+                                fmt::arg("append", cpuserver::kGuestImageAppend),
+                                fmt::arg("agent", agent_socket(name)));
+  std::string path = config_.dir + "/" + name + ".xml";
+  VMPOD_TRY_CTX(write_file(path, xml), "domain " + name);
+  auto defined = virsh("define " + path);
+  if (!defined) return fail(defined.error());
+  if (std::find(defined_.begin(), defined_.end(), name) == defined_.end()) defined_.push_back(name);
+  return {};
+}
+
+}  // namespace vmpod::testing

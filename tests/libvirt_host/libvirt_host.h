@@ -1,0 +1,74 @@
+// A libvirt host for the tests and benchmarks that drive libvirt: the guest
+// image where libvirt's QEMU user can read it, `vmpod libvirt backing` on
+// memory pods the caller started, `vmpod libvirt install`, and real
+// virtlogd and libvirtd (there is no init system here), each a child
+// process stopped by process id. It changes /etc/libvirt/qemu.conf and
+// /etc/libvirt/hooks/qemu, and puts them back when it stops.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <vmpod/base/result.h>
+#include <vmpod/base/subprocess.h>
+#include <vmpod/net/socket.h>
+
+namespace vmpod::testing {
+
+inline constexpr std::string_view kFileBacking =
+    "<memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>";
+
+// `<metadata><vmpod:memory ATTRIBUTES/></metadata>`
+std::string vmpod_element(const std::string& attributes);
+
+struct CommandOutput {
+  int status = -1;     // as system() returns it
+  std::string output;  // stdout and stderr
+};
+CommandOutput run_command(const std::string& command);
+
+struct LibvirtHostConfig {
+  std::string dir;  // logs, domain XML, the image copy, the podfs mount (ram/)
+  std::string vmpod_binary;
+  std::string image_dir;  // vmlinux, initramfs.cpio.gz
+  std::vector<net::SocketAddress> memory_pods;
+};
+
+class LibvirtHost {
+ public:
+  // kAlreadyExists when a libvirtd answers already: this host starts its own.
+  static Result<std::unique_ptr<LibvirtHost>> start(const LibvirtHostConfig& config);
+  // Destroys and undefines the domains defined through it, stops libvirtd,
+  // virtlogd and the backing (which unmounts), and uninstalls.
+  ~LibvirtHost();
+
+  const std::string& dir() const { return config_.dir; }
+  std::string ram_dir() const { return config_.dir + "/ram"; }
+  // Where libvirt puts the running domains' RAM directories.
+  std::string domains_dir() const { return ram_dir() + "/libvirt/qemu"; }
+  std::string agent_socket(const std::string& domain) const { return config_.dir + "/" + domain + ".agent"; }
+  Subprocess& backing() { return backing_; }
+  Subprocess& libvirtd() { return libvirtd_; }
+
+  // virsh -c qemu:///system ARGUMENTS: its output, or an error carrying it.
+  Result<std::string> virsh(const std::string& arguments);
+  // The guest image under TCG as domain `name`, 256 MiB, its serial console
+  // in DIR/NAME.console and its agent channel at agent_socket(name);
+  // `extra` (<memoryBacking>, <metadata>) goes inside its <domain>.
+  Status define(const std::string& name, const std::string& extra);
+
+ private:
+  explicit LibvirtHost(LibvirtHostConfig config) : config_(std::move(config)) {}
+  Status start_all();
+
+  LibvirtHostConfig config_;
+  Subprocess backing_;
+  Subprocess virtlogd_;
+  Subprocess libvirtd_;
+  bool installed_ = false;
+  std::vector<std::string> defined_;
+};
+
+}  // namespace vmpod::testing
