@@ -27,6 +27,12 @@ void remove_dir() {
   std::filesystem::remove_all(g_dir, ec);
 }
 
+// `got` outlives the comparison: a temporary's c_str() would not.
+void expect_text(const Result<std::string>& got, const char* want) {
+  cr_assert(got.has_value(), "%s", got ? "" : got.error().to_string().c_str());
+  cr_expect_str_eq(got->c_str(), want);
+}
+
 }  // namespace
 
 TestSuite(file, .init = make_dir, .fini = remove_dir);
@@ -46,16 +52,16 @@ Test(file, write_replaces_a_longer_file) {
   const std::string path = g_dir + "/f";
   cr_assert(write_file(path, "a long first version").has_value());
   cr_assert(write_file(path, "short").has_value());
-  cr_expect_str_eq(read_file(path)->c_str(), "short");
+  expect_text(read_file(path), "short");
 }
 
 Test(file, tail_is_the_last_bytes_or_all_of_a_short_file) {
   const std::string path = g_dir + "/log";
   cr_assert(write_file(path, "0123456789").has_value());
-  cr_expect_str_eq(read_file_tail(path, 4)->c_str(), "6789");
-  cr_expect_str_eq(read_file_tail(path, 10)->c_str(), "0123456789");
-  cr_expect_str_eq(read_file_tail(path, 100)->c_str(), "0123456789");
-  cr_expect_str_eq(read_file_tail(path, 0)->c_str(), "");
+  expect_text(read_file_tail(path, 4), "6789");
+  expect_text(read_file_tail(path, 10), "0123456789");
+  expect_text(read_file_tail(path, 100), "0123456789");
+  expect_text(read_file_tail(path, 0), "");
 }
 
 Test(file, a_missing_file_is_not_found_and_named) {
@@ -78,7 +84,7 @@ Test(file, atomic_write_leaves_no_partial_file) {
   const std::string path = g_dir + "/state";
   cr_assert(write_file_atomically(path, "one").has_value());
   cr_assert(write_file_atomically(path, "two").has_value());
-  cr_expect_str_eq(read_file(path)->c_str(), "two");
+  expect_text(read_file(path), "two");
   cr_expect(!std::filesystem::exists(path + ".partial"));
   auto failed = write_file_atomically(g_dir + "/no/such/state", "x");
   cr_expect(!failed.has_value());

@@ -852,7 +852,8 @@ std::string get_xattr(const std::string& file, std::string_view name) {
 
 void expect_xattr(const std::string& file, std::string_view name, const char* expected) {
   std::string value = get_xattr(file, name);
-  cr_assert_str_eq(value.c_str(), expected, "%s on %s", std::string(name).c_str(), file.c_str());
+  std::string attribute(name);
+  cr_assert_str_eq(value.c_str(), expected, "%s on %s", attribute.c_str(), file.c_str());
 }
 
 int set_xattr(const std::string& dir, const std::string& value) {
