@@ -365,12 +365,12 @@ RunResult StressRunner::run_one(vmm::VmmClient& vmm, const RunSpec& spec, const 
   return result;
 }
 
-void StressRunner::release_clone(const std::string& clone, bool kept) {
+void StressRunner::release_clone(vmm::VmmClient& vmm, const std::string& clone, bool kept) {
   if (clone.empty()) return;
   if (!kept) {
-    auto vmm = vmm::VmmClient::connect(vmm_address_, std::chrono::seconds(5));
-    Status stopped = vmm ? (*vmm)->stop_vm(clone) : Status(fail(vmm.error()));
-    if (!stopped) spdlog::warn("stress: stopping {}: {}", clone, stopped.error().to_string());
+    if (auto stopped = vmm.stop_vm(clone); !stopped) {
+      spdlog::warn("stress: stopping {}: {}", clone, stopped.error().to_string());
+    }
   }
   track(clone, false);
 }
@@ -411,6 +411,9 @@ Result<StressReport> StressRunner::run() {
     auto vmm = vmm::VmmClient::connect(vmm_address_, std::chrono::seconds(5));
     // A clone is stopped while the worker forks the next: a stop (QEMU's
     // exit, podfs's unmount, the regions' deletion) is not the test's time.
+    // One stop at a time per worker, on a connection of the worker's own.
+    auto releaser = vmm::VmmClient::connect(vmm_address_, std::chrono::seconds(5));
+    if (!releaser) vmm = fail(releaser.error());
     std::future<void> releasing;
     std::unique_lock lock(mutex);
     while (!interrupted_ && next < runs->size()) {
@@ -424,7 +427,9 @@ Result<StressReport> StressRunner::run() {
         result = run_one(**vmm, (*runs)[index], *base, *code_image);
         if (releasing.valid()) releasing.get();
         releasing = std::async(std::launch::async,
-                               [this, clone = result.clone, kept = result.kept] { release_clone(clone, kept); });
+                               [this, &releaser, clone = result.clone, kept = result.kept] {
+                                 release_clone(**releaser, clone, kept);
+                               });
       } else {
         result.spec = (*runs)[index];
         result.judgement = {Verdict::kError, vmm.error().message()};
@@ -470,7 +475,7 @@ Result<RunResult> StressRunner::rerun(const StressReport& earlier, const std::st
   std::error_code ec;
   std::filesystem::create_directories(session_dir_, ec);
   RunResult again = run_one(**vmm, found->spec, earlier.base_snapshot, earlier.code_image);
-  release_clone(again.clone, again.kept);
+  release_clone(**vmm, again.clone, again.kept);
   return again;
 }
 

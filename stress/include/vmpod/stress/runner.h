@@ -76,8 +76,8 @@ class StressRunner {
   // for release_clone.
   RunResult run_one(vmm::VmmClient& vmm, const RunSpec& spec, const std::string& base,
                     const std::string& code_image);
-  // Stops a run's clone, unless it is kept, on a connection of its own.
-  void release_clone(const std::string& clone, bool kept);
+  // Stops a run's clone, unless it is kept.
+  void release_clone(vmm::VmmClient& vmm, const std::string& clone, bool kept);
   void track(const std::string& vm, bool live);
   void progress(const std::string& phase, size_t total, size_t running, size_t done, size_t failed);
 
