@@ -35,6 +35,7 @@
 #include <vmpod/vmm/vmm.h>
 
 #include "bench_common.h"
+#include "bench_flags.h"
 #include "bench_guest.h"
 
 namespace {
@@ -421,26 +422,21 @@ int run(int argc, char** argv) {
   bench::install_stop_signals();
   Options o;
   CLI::App app{"Snapshot fork: vmpod clones vs QEMU restoring a saved guest (docs/performance.md)"};
-  std::string json_path;
-  app.add_flag("--quick", o.quick, "256M only, 1 pair, no warm-up, 2 clones: checks that it runs");
-  app.add_option("--pairs", o.pairs, "measured pairs per figure")->capture_default_str();
-  app.add_option("--warmup", o.warmup, "warm-up pairs per figure")->capture_default_str();
+  bench::CommonFlags flags(app, o,
+                           {.quick = "256M only, 1 pair, no warm-up, 2 clones: checks that it runs",
+                            .pairs = "measured pairs per figure",
+                            .warmup = "warm-up pairs per figure",
+                            .dir = "sockets and logs (default: a fresh /tmp directory, removed after)"});
   app.add_option("--sizes", o.sizes, "guest RAM sizes")->capture_default_str();
   app.add_option("--clones", o.clones, "clones forked at once for the memory figure")
       ->capture_default_str()
       ->check(CLI::Range(1u, 256u));
-  auto* json_option = app.add_option("--json", json_path, "also write the results as JSON (- for stdout)");
-  app.add_option("--dir", o.dir, "sockets and logs (default: a fresh /tmp directory, removed after)");
-  app.add_flag("--verbose", o.verbose, "the pods' logs at info level");
   CLI11_PARSE(app, argc, argv);
-  if (*json_option) o.json = json_path;
+  flags.apply();
   if (o.quick) {
-    o.pairs = 1;
-    o.warmup = 0;
     o.clones = 2;
     o.sizes = {"256M"};
   }
-  spdlog::set_level(o.verbose ? spdlog::level::info : spdlog::level::warn);
   std::vector<uint64_t> sizes;
   for (const auto& text : o.sizes) {
     auto size = parse_size(text);

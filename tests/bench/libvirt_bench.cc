@@ -26,6 +26,7 @@
 #include <vmpod/vmm/local_cluster.h>
 
 #include "bench_common.h"
+#include "bench_flags.h"
 #include "libvirt_host.h"
 
 namespace {
@@ -77,20 +78,13 @@ int run(int argc, char** argv) {
   bench::install_stop_signals();
   Options o;
   CLI::App app{"libvirt domain start, RAM in memory pods vs plain memory (docs/performance.md)"};
-  std::string json_path;
-  app.add_flag("--quick", o.quick, "1 pair, no warm-up: checks that it runs");
-  app.add_option("--pairs", o.pairs, "measured pairs")->capture_default_str();
-  app.add_option("--warmup", o.warmup, "warm-up pairs")->capture_default_str();
-  auto* json_option = app.add_option("--json", json_path, "also write the results as JSON (- for stdout)");
-  app.add_option("--dir", o.dir, "sockets, logs, the podfs mount (default: a fresh /tmp directory, removed after)");
-  app.add_flag("--verbose", o.verbose, "the pods' logs at info level");
+  bench::CommonFlags flags(app, o,
+                           {.quick = "1 pair, no warm-up: checks that it runs",
+                            .pairs = "measured pairs",
+                            .warmup = "warm-up pairs",
+                            .dir = "sockets, logs, the podfs mount (default: a fresh /tmp directory, removed after)"});
   CLI11_PARSE(app, argc, argv);
-  if (*json_option) o.json = json_path;
-  if (o.quick) {
-    o.pairs = 1;
-    o.warmup = 0;
-  }
-  spdlog::set_level(o.verbose ? spdlog::level::info : spdlog::level::warn);
+  flags.apply();
   const std::string image_dir = std::filesystem::path(bench::guest_image_file("vmlinux")).parent_path();
   const bool own_dir = o.dir.empty();
   if (own_dir) o.dir = fmt::format("/tmp/vmpod-bench-libvirt-{}", ::getpid());

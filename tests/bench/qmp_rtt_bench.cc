@@ -30,6 +30,7 @@
 #include <vmpod/vmm/vmm.h>
 
 #include "bench_common.h"
+#include "bench_flags.h"
 
 namespace {
 
@@ -91,22 +92,17 @@ int run(int argc, char** argv) {
   bench::install_stop_signals();
   Options o;
   CLI::App app{"QMP round trip of query-status: vmpod endpoint vs QEMU's own socket (docs/performance.md)"};
-  std::string json_path;
-  app.add_flag("--quick", o.quick, "1 pair of 300 samples, no warm-up: checks that it runs");
-  app.add_option("--pairs", o.pairs, "measured pairs")->capture_default_str();
-  app.add_option("--warmup", o.warmup, "warm-up pairs")->capture_default_str();
+  bench::CommonFlags flags(app, o,
+                           {.quick = "1 pair of 300 samples, no warm-up: checks that it runs",
+                            .pairs = "measured pairs",
+                            .warmup = "warm-up pairs",
+                            .dir = "sockets and logs (default: a fresh /tmp directory, removed after)"});
   app.add_option("--samples", o.samples, "commands per pass")->capture_default_str();
-  auto* json_option = app.add_option("--json", json_path, "also write the results as JSON (- for stdout)");
-  app.add_option("--dir", o.dir, "sockets and logs (default: a fresh /tmp directory, removed after)");
-  app.add_flag("--verbose", o.verbose, "the pods' logs at info level");
   CLI11_PARSE(app, argc, argv);
-  if (*json_option) o.json = json_path;
+  flags.apply();
   if (o.quick) {
-    o.pairs = 1;
-    o.warmup = 0;
     o.samples = 300;
   }
-  spdlog::set_level(o.verbose ? spdlog::level::info : spdlog::level::warn);
   const cpuserver::GuestSpec guest = guest_spec();
   for (const auto& file : {guest.kernel, guest.initrd, bench::vmpod_binary()}) {
     if (!std::filesystem::exists(file)) {

@@ -43,6 +43,7 @@
 #include <vmpod/vmm/vmm.h>
 
 #include "bench_common.h"
+#include "bench_flags.h"
 #include "bench_guest.h"
 
 namespace {
@@ -374,10 +375,11 @@ int run(int argc, char** argv) {
   bench::install_stop_signals();
   Options o;
   CLI::App app{"vmpod stress vs a fresh QEMU boot per run (docs/performance.md)"};
-  std::string json_path;
-  app.add_flag("--quick", o.quick, "2 runs a batch, 1 pair, no warm-up, a burst of 2: checks that it runs");
-  app.add_option("--pairs", o.pairs, "measured pairs of batches")->capture_default_str();
-  app.add_option("--warmup", o.warmup, "warm-up pairs")->capture_default_str();
+  bench::CommonFlags flags(app, o,
+                           {.quick = "2 runs a batch, 1 pair, no warm-up, a burst of 2: checks that it runs",
+                            .pairs = "measured pairs of batches",
+                            .warmup = "warm-up pairs",
+                            .dir = "sockets, logs and state (default: a fresh /tmp directory, removed after)"});
   app.add_option("--runs", o.runs, "runs per batch")->capture_default_str()->check(CLI::Range(1u, 1000u));
   app.add_option("-j,--parallel", o.parallel, "runs at a time on both sides")
       ->capture_default_str()
@@ -386,18 +388,12 @@ int run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1u, 64u));
   app.add_option("--memory", o.memory, "guest RAM")->capture_default_str();
-  auto* json_option = app.add_option("--json", json_path, "also write the results as JSON (- for stdout)");
-  app.add_option("--dir", o.dir, "sockets, logs and state (default: a fresh /tmp directory, removed after)");
-  app.add_flag("--verbose", o.verbose, "the pods' logs at info level");
   CLI11_PARSE(app, argc, argv);
-  if (*json_option) o.json = json_path;
+  flags.apply();
   if (o.quick) {
-    o.pairs = 1;
-    o.warmup = 0;
     o.runs = 2;
     o.burst = 2;
   }
-  spdlog::set_level(o.verbose ? spdlog::level::info : spdlog::level::warn);
   auto memory = parse_size(o.memory);
   if (!memory) {
     std::fprintf(stderr, "stress_bench: --memory %s: %s\n", o.memory.c_str(), memory.error().to_string().c_str());
