@@ -1,7 +1,8 @@
 // `vmpod libvirt`: libvirt's QEMU driver with guest RAM in memory pods.
 // install/uninstall edit qemu.conf and the QEMU hook; backing serves the
 // podfs that libvirt uses as its memory backing directory, until SIGINT or
-// SIGTERM; hook is what libvirtd runs as that hook.
+// SIGTERM; relay serves vmpod:///system for libvirtd, also until a signal;
+// hook is what libvirtd runs as that hook.
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -11,6 +12,7 @@
 #include <vmpod/libvirt/hook.h>
 #include <vmpod/libvirt/qemu_conf.h>
 #include <vmpod/libvirt/ram_backing.h>
+#include <vmpod/libvirt/rpc_relay.h>
 
 #include "cli.h"
 
@@ -38,6 +40,20 @@ struct BackingFlags {
   std::string local_cache = "0";
   bool verbose = false;
 };
+
+struct RelayFlags {
+  libvirt::RpcRelayConfig config;
+  bool verbose = false;
+};
+
+Result<std::unique_ptr<libvirt::RpcRelay>> start_relay(const RelayFlags& flags) {
+  auto relay = libvirt::RpcRelay::start(flags.config);
+  if (!relay) return fail(relay.error());
+  std::printf("vmpod:///system on %s, relayed to libvirtd at %s\n", flags.config.socket.c_str(),
+              flags.config.libvirtd_socket.c_str());
+  std::fflush(stdout);
+  return relay;
+}
 
 Result<std::unique_ptr<libvirt::RamBacking>> start_backing(const BackingFlags& flags) {
   libvirt::RamBackingConfig config;
@@ -139,6 +155,18 @@ void add_libvirt_verbs(CLI::App& app, Outcome& outcome) {
   backing->callback([backing_flags, &outcome] {
     outcome.code =
         serve("libvirt-backing", backing_flags->verbose, [&] { return start_backing(*backing_flags); });
+  });
+
+  auto relay_flags = std::make_shared<RelayFlags>();
+  auto* relay = group->add_subcommand("relay", "Serve vmpod:///system (libvirt's socket for the vmpod scheme) "
+                                               "for libvirtd until Ctrl-C; start it after libvirtd");
+  relay->add_option("--socket", relay_flags->config.socket, "where libvirt clients look for vmpod:///system")
+      ->capture_default_str();
+  relay->add_option("--libvirtd-socket", relay_flags->config.libvirtd_socket, "libvirtd's read-write socket")
+      ->capture_default_str();
+  relay->add_flag("-v,--verbose", relay_flags->verbose, "debug logging");
+  relay->callback([relay_flags, &outcome] {
+    outcome.code = serve("libvirt-relay", relay_flags->verbose, [&] { return start_relay(*relay_flags); });
   });
 }
 

@@ -1,7 +1,8 @@
 // libvirt's own QEMU driver with guest RAM in memory pods, on a
 // LibvirtHost: real virtlogd and libvirtd, podfs mounted by `vmpod libvirt
 // backing` as qemu.conf's memory_backing_dir, vmpod's QEMU hook, domains
-// driven with virsh. A domain's vmpod element places its RAM on the memory
+// driven with `virsh -c vmpod:///system` through `vmpod libvirt relay`,
+// which lets libvirtd judge each client as itself. A domain's vmpod element places its RAM on the memory
 // pods it names, the RAM goes away with the domain, a placement that cannot
 // be met stops the start with vmpod's message and leaves nothing, a domain
 // with plain memory never touches podfs, and a lost memory pod fails only
@@ -126,6 +127,21 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
   cr_assert_eq(conf->find(setting), conf->rfind(setting), "installing twice wrote the setting twice");
   cr_assert(std::filesystem::exists("/etc/libvirt/hooks/qemu"), "no hook installed");
 
+  // vmpod:///system is libvirt's QEMU driver under vmpod's name; other
+  // vmpod URIs are refused with a reason; a user other than root gets
+  // from libvirtd through the relay exactly what it gets straight.
+  cr_assert(virsh("uri").find("vmpod:///system") != std::string::npos, "virsh uri: %s", virsh("uri").c_str());
+  auto session = testing::run_command("virsh -c vmpod:///session list");
+  cr_assert_neq(session.status, 0);
+  cr_assert(session.output.find("vmpod serves only vmpod:///system") != std::string::npos, "virsh said: %s",
+            session.output.c_str());
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups virsh ";
+  auto relayed = testing::run_command(as_nobody + "-c vmpod:///system list");
+  auto straight = testing::run_command(as_nobody + "-c qemu:///system list");
+  cr_assert_eq(relayed.status, straight.status, "as nobody: relayed '%s', straight '%s'", relayed.output.c_str(),
+               straight.output.c_str());
+  cr_assert_str_eq(relayed.output.c_str(), straight.output.c_str());
+
   // A domain whose RAM is a file, placed on one memory pod in 2 MiB
   // stripes: the hook sets the placement of the directory libvirt then
   // makes on podfs, and QEMU maps pc.ram there.
@@ -206,6 +222,7 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
   });
   cr_assert(host()->libvirtd().running(), "libvirtd died with the memory pod");
   cr_assert(host()->backing().running(), "the backing died with the memory pod");
+  cr_assert(host()->relay().running(), "the relay died with the memory pod");
   cr_assert(entries_in(host()->ram_dir()) > 0, "podfs went away with the memory pod");
   virsh("list --all");
   virsh(std::string("undefine ") + kPodsDomain);

@@ -37,7 +37,7 @@ Status wait_until(const std::string& what, std::chrono::seconds timeout, Ready r
   return {};
 }
 
-bool libvirtd_answers() { return run_command("virsh -c qemu:///system version").status == 0; }
+bool answers(const std::string& uri) { return run_command("virsh -c " + uri + " version").status == 0; }
 
 }  // namespace
 
@@ -58,7 +58,7 @@ CommandOutput run_command(const std::string& command) {
 }
 
 Result<std::unique_ptr<LibvirtHost>> LibvirtHost::start(const LibvirtHostConfig& config) {
-  if (libvirtd_answers()) {
+  if (answers("qemu:///system")) {
     return fail(ErrorCode::kAlreadyExists, "a libvirtd runs already; stop it: the tests start their own");
   }
   std::unique_ptr<LibvirtHost> host(new LibvirtHost(config));
@@ -97,7 +97,12 @@ Status LibvirtHost::start_all() {
   auto libvirtd = Subprocess::spawn({"libvirtd"}, config_.dir + "/libvirtd.log", true);
   if (!libvirtd) return fail(libvirtd.error().context("libvirtd"));
   libvirtd_ = std::move(*libvirtd);
-  return wait_until("libvirtd answering", 30s, libvirtd_answers);
+  VMPOD_TRY_CTX(wait_until("libvirtd answering", 30s, [] { return answers("qemu:///system"); }), "libvirtd");
+
+  auto relay = Subprocess::spawn({config_.vmpod_binary, "libvirt", "relay"}, config_.dir + "/relay.log", true);
+  if (!relay) return fail(relay.error().context("vmpod libvirt relay"));
+  relay_ = std::move(*relay);
+  return wait_until("vmpod:///system answering", 10s, [] { return answers("vmpod:///system"); });
 }
 
 LibvirtHost::~LibvirtHost() {
@@ -107,6 +112,7 @@ LibvirtHost::~LibvirtHost() {
       run_command("virsh -c qemu:///system undefine " + domain);
     }
   }
+  relay_.stop(5s);
   libvirtd_.stop(10s);
   virtlogd_.stop(5s);
   // SIGTERM unmounts podfs and deletes the regions of files still there.
@@ -115,7 +121,7 @@ LibvirtHost::~LibvirtHost() {
 }
 
 Result<std::string> LibvirtHost::virsh(const std::string& arguments) {
-  auto result = run_command("virsh -c qemu:///system " + arguments);
+  auto result = run_command("virsh -c vmpod:///system " + arguments);
   if (result.status != 0) return fail(ErrorCode::kInternal, "virsh " + arguments + ": " + result.output);
   return result.output;
 }

@@ -1,8 +1,8 @@
 // A libvirt host for the tests and benchmarks that drive libvirt: the guest
 // image where libvirt's QEMU user can read it, `vmpod libvirt backing` on
-// memory pods the caller started, `vmpod libvirt install`, and real
-// virtlogd and libvirtd (there is no init system here), each a child
-// process stopped by process id. It changes /etc/libvirt/qemu.conf and
+// memory pods the caller started, `vmpod libvirt install`, real virtlogd
+// and libvirtd (there is no init system here) and `vmpod libvirt relay` for
+// vmpod:///system, each a child process stopped by process id. It changes /etc/libvirt/qemu.conf and
 // /etc/libvirt/hooks/qemu, and puts them back when it stops.
 #pragma once
 
@@ -40,8 +40,8 @@ class LibvirtHost {
  public:
   // kAlreadyExists when a libvirtd answers already: this host starts its own.
   static Result<std::unique_ptr<LibvirtHost>> start(const LibvirtHostConfig& config);
-  // Destroys and undefines the domains defined through it, stops libvirtd,
-  // virtlogd and the backing (which unmounts), and uninstalls.
+  // Destroys and undefines the domains defined through it, stops the relay,
+  // libvirtd, virtlogd and the backing (which unmounts), and uninstalls.
   ~LibvirtHost();
 
   const std::string& dir() const { return config_.dir; }
@@ -51,8 +51,9 @@ class LibvirtHost {
   std::string agent_socket(const std::string& domain) const { return config_.dir + "/" + domain + ".agent"; }
   Subprocess& backing() { return backing_; }
   Subprocess& libvirtd() { return libvirtd_; }
+  Subprocess& relay() { return relay_; }
 
-  // virsh -c qemu:///system ARGUMENTS: its output, or an error carrying it.
+  // virsh -c vmpod:///system ARGUMENTS: its output, or an error carrying it.
   Result<std::string> virsh(const std::string& arguments);
   // The guest image under TCG as domain `name`, 256 MiB, its serial console
   // in DIR/NAME.console and its agent channel at agent_socket(name);
@@ -67,6 +68,7 @@ class LibvirtHost {
   Subprocess backing_;
   Subprocess virtlogd_;
   Subprocess libvirtd_;
+  Subprocess relay_;
   bool installed_ = false;
   std::vector<std::string> defined_;
 };
