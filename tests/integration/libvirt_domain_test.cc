@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -103,6 +104,14 @@ std::string placement_of(const std::string& file) {
   return value;
 }
 
+// Sends `bytes` to the relay as a client would, then hangs up.
+void send_to_relay(const std::string& bytes) {
+  auto fd = net::connect_socket(net::SocketAddress{net::SocketAddress::Kind::kUnix, "/run/libvirt/virtvmpodd-sock", {}, 0},
+                                5s);
+  cr_assert(fd.has_value(), "%s", fd ? "" : fd.error().to_string().c_str());
+  cr_assert_eq(::send(fd->get(), bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+}
+
 }  // namespace
 
 Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout = 400, .fini = tear_down) {
@@ -141,6 +150,12 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
   cr_assert_eq(relayed.status, straight.status, "as nobody: relayed '%s', straight '%s'", relayed.output.c_str(),
                straight.output.c_str());
   cr_assert_str_eq(relayed.output.c_str(), straight.output.c_str());
+  // Garbage, a length word beyond libvirt's limit and a truncated packet
+  // each end only their own connection.
+  send_to_relay("GET / HTTP/1.1\r\n\r\n");
+  send_to_relay(std::string("\x7f\xff\xff\xff", 4) + std::string(64, 'x'));
+  send_to_relay(std::string("\x00\x00\x01\x00", 4) + std::string(40, '\0'));
+  cr_assert(virsh("uri").find("vmpod:///system") != std::string::npos, "the relay stopped answering");
 
   // A domain whose RAM is a file, placed on one memory pod in 2 MiB
   // stripes: the hook sets the placement of the directory libvirt then
