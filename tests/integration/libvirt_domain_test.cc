@@ -217,6 +217,9 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
 
   // A domain with plain memory: libvirt never puts it on podfs.
   define(kPlainDomain, "");
+  // A call that passes a file descriptor (libvirt sends it after the
+  // packet, as SCM_RIGHTS) reaches libvirtd through the relay.
+  virsh(std::string("dom-fd-associate ") + kPlainDomain + " --name vmpod-test --pass-fds 3 3</etc/hostname");
   virsh(std::string("start ") + kPlainDomain);
   auto plain_agent = cpuserver::GuestAgent::connect(host()->agent_socket(kPlainDomain), 120s);
   cr_assert(plain_agent.has_value(), "plain guest agent: %s", plain_agent ? "" : plain_agent.error().to_string().c_str());
