@@ -26,6 +26,7 @@ struct StreamServer::Impl {
   SocketAddress address;
   Serve serve;
   size_t max_clients = 0;
+  Refuse refuse;
   Fd listen_fd;
   Fd stop_fd;  // an eventfd the acceptor polls besides the listening socket
   std::thread acceptor;
@@ -71,6 +72,7 @@ void StreamServer::Impl::accept_loop() {
     reap_finished_locked();
     if (clients.size() >= max_clients) {
       spdlog::warn("{}: {} clients already: closing a new one", address.to_string(), clients.size());
+      if (refuse) refuse(fd.get(), clients.size());
       continue;
     }
     Client& client = clients.emplace_back();
@@ -84,10 +86,11 @@ void StreamServer::Impl::accept_loop() {
 }
 
 Result<std::unique_ptr<StreamServer>> StreamServer::start(const SocketAddress& address, Serve serve,
-                                                          size_t max_clients) {
+                                                          size_t max_clients, Refuse refuse) {
   auto impl = std::make_unique<Impl>();
   impl->serve = std::move(serve);
   impl->max_clients = max_clients;
+  impl->refuse = std::move(refuse);
   auto listening = listen_socket(address);
   if (!listening) return fail(listening.error());
   impl->listen_fd = std::move(*listening);

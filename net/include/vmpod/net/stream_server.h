@@ -17,10 +17,14 @@ class StreamServer {
  public:
   // `client_fd` stays owned by the server: serve() must not close it.
   using Serve = std::function<void(int client_fd)>;
+  // Tells a client over the bound why it is closed (on the acceptor's
+  // thread: it must not block).
+  using Refuse = std::function<void(int client_fd, size_t clients)>;
 
-  // Clients beyond `max_clients` are closed as soon as they are accepted.
+  // Clients beyond `max_clients` are refused and closed as soon as they
+  // are accepted.
   static Result<std::unique_ptr<StreamServer>> start(const SocketAddress& address, Serve serve,
-                                                     size_t max_clients = 256);
+                                                     size_t max_clients = 256, Refuse refuse = {});
   ~StreamServer();
 
   const SocketAddress& address() const;
