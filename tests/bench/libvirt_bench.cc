@@ -74,10 +74,26 @@ Result<StartTimes> time_start(testing::LibvirtHost& host, const std::string& dom
   return times;
 }
 
+// The median of kListCalls `virsh -c URI list --all`: connect,
+// authenticate, list, close, as scripts call virsh; through the relay for
+// vmpod:///system.
+constexpr int kListCalls = 5;
+Result<double> time_list(const std::string& uri) {
+  std::vector<double> took;
+  for (int call = 0; call < kListCalls; ++call) {
+    auto start = std::chrono::steady_clock::now();
+    auto listed = testing::run_command("virsh -c " + uri + " list --all");
+    if (listed.status != 0) return fail(ErrorCode::kInternal, "virsh -c " + uri + " list: " + listed.output);
+    took.push_back(ms_since(start));
+  }
+  return bench::percentile(took, 0.5);
+}
+
 int run(int argc, char** argv) {
   bench::install_stop_signals();
   Options o;
-  CLI::App app{"libvirt domain start, RAM in memory pods vs plain memory (docs/performance.md)"};
+  CLI::App app{"libvirt domain start, RAM in memory pods vs plain memory, and virsh through "
+               "vmpod:///system vs qemu:///system (docs/performance.md)"};
   bench::CommonFlags flags(app, o,
                            {.quick = "1 pair, no warm-up: checks that it runs",
                             .pairs = "measured pairs",
@@ -94,7 +110,7 @@ int run(int argc, char** argv) {
   const std::string load_at_start = bench::load_average();
 
   std::string failure;
-  std::vector<double> pods_virsh, plain_virsh, pods_agent, plain_agent;
+  std::vector<double> pods_virsh, plain_virsh, pods_agent, plain_agent, relayed_list, direct_list;
   {
     vmm::LocalClusterConfig config;
     config.vmpod_binary = bench::vmpod_binary();
@@ -137,6 +153,15 @@ int run(int argc, char** argv) {
         (pods_turn ? pods_virsh : plain_virsh).push_back(times->virsh_ms);
         (pods_turn ? pods_agent : plain_agent).push_back(times->agent_ms);
       }
+      for (int turn = 0; turn < 2 && failure.empty(); ++turn) {
+        const bool relayed = (turn == 0) == pods_first;
+        auto took = time_list(relayed ? "vmpod:///system" : "qemu:///system");
+        if (!took) {
+          failure = took.error().to_string();
+          break;
+        }
+        if (measured) (relayed ? relayed_list : direct_list).push_back(*took);
+      }
     }
     host.reset();
     cluster.reset();
@@ -144,6 +169,7 @@ int run(int argc, char** argv) {
 
   Figure virsh_start{"libvirt.virsh_start_ms", "pods", "plain", pods_virsh, plain_virsh};
   Figure to_agent{"libvirt.start_to_agent_ms", "pods", "plain", pods_agent, plain_agent};
+  Figure list{"libvirt.virsh_list_ms", "vmpod", "qemu", relayed_list, direct_list};
   nlohmann::json doc;
   if (failure.empty() && !bench::stop_requested()) {
     std::printf("# libvirt_bench memory=256MiB memory_pods=2 provider=tcp pairs=%u warmup=%u accel=tcg "
@@ -152,11 +178,15 @@ int run(int argc, char** argv) {
                 std::thread::hardware_concurrency());
     std::printf("# values: median over starts, in ms; ratio: median of per-pair pods/plain (lower is better)\n");
     std::printf("%s\n%s\n", virsh_start.line().c_str(), to_agent.line().c_str());
+    std::printf("# virsh list --all through vmpod:///system (the relay) vs qemu:///system (libvirtd's socket), "
+                "median of %d per pair\n",
+                kListCalls);
+    std::printf("%s\n", list.line().c_str());
     std::fflush(stdout);
     doc["bench"] = "libvirt";
     doc["config"] = {{"memory", "256MiB"}, {"memory_pods", 2}, {"pairs", o.pairs}, {"warmup", o.warmup},
                      {"quick", o.quick}};
-    doc["figures"] = {virsh_start.to_json(), to_agent.to_json()};
+    doc["figures"] = {virsh_start.to_json(), to_agent.to_json(), list.to_json()};
     doc["loadavg"] = {load_at_start, bench::load_average()};
   }
   return bench::finish("libvirt_bench", o.dir, own_dir, failure, doc, o.json, started);
