@@ -70,32 +70,6 @@ Result<net::Fd> connect_as(const PeerCredentials& peer, const std::string& path)
   return connected;
 }
 
-Status read_exactly(int fd, char* data, size_t size, bool at_packet_start) {
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::recv(fd, data + done, size - done, 0);
-    if (n > 0) {
-      done += static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n == 0 && done == 0 && at_packet_start) return fail(ErrorCode::kUnavailable, "closed");
-    if (n == 0) return fail(ErrorCode::kInvalidArgument, fmt::format("truncated packet: closed after {} bytes", done));
-    return fail_errno("recv", errno);
-  }
-  return {};
-}
-
-Status send_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("send", errno);
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return {};
-}
-
 // libvirt passes each descriptor after its packet as one byte carrying it.
 Result<net::Fd> receive_fd(int fd) {
   char byte;
@@ -144,22 +118,25 @@ Status send_fd(int fd, int passed) {
 }
 
 struct Packet {
+  rpc::Header header;
   std::string bytes;
   std::vector<net::Fd> fds;
 };
 
+// kUnavailable when the peer closed between packets: the normal end.
 Result<Packet> read_packet(int fd) {
   Packet packet;
   packet.bytes.resize(rpc::kLengthBytes);
-  auto started = read_exactly(fd, packet.bytes.data(), rpc::kLengthBytes, true);
+  auto started = net::read_exact(fd, packet.bytes.data(), rpc::kLengthBytes, false);
   if (!started) return fail(started.error());
   auto length = rpc::packet_length(packet.bytes);
   if (!length) return fail(length.error());
   packet.bytes.resize(*length);
-  auto rest = read_exactly(fd, packet.bytes.data() + rpc::kLengthBytes, *length - rpc::kLengthBytes, false);
-  if (!rest) return fail(rest.error());
+  auto rest = net::read_exact(fd, packet.bytes.data() + rpc::kLengthBytes, *length - rpc::kLengthBytes, true);
+  if (!rest) return fail(ErrorCode::kInvalidArgument, "truncated packet: " + rest.error().message());
   auto header = rpc::parse_header(packet.bytes);
   if (!header) return fail(header.error());
+  packet.header = *header;
   auto fds = rpc::fd_count(*header, packet.bytes);
   if (!fds) return fail(fds.error());
   for (uint32_t i = 0; i < *fds; ++i) {
@@ -171,7 +148,7 @@ Result<Packet> read_packet(int fd) {
 }
 
 Status write_packet(int fd, const std::string& bytes, const std::vector<net::Fd>& fds) {
-  if (auto sent = send_all(fd, bytes); !sent) return sent;
+  if (auto sent = net::send_all(fd, bytes); !sent) return sent;
   for (const auto& passed : fds) {
     if (auto sent = send_fd(fd, passed.get()); !sent) return sent;
   }
@@ -192,11 +169,9 @@ void log_end(const std::string& who, const Error& error) {
 // the reason as a libvirt error, which virsh prints.
 void refuse(int client_fd, const Error& reason) {
   auto call = read_packet(client_fd);
-  if (!call) return;
-  auto header = rpc::parse_header(call->bytes);
-  if (!header || header->type != rpc::MessageType::kCall) return;
-  (void)send_all(client_fd, rpc::error_reply(*header, rpc::kErrorNoConnect, rpc::kFromRemote,
-                                             "vmpod libvirt relay: " + reason.message()));
+  if (!call || call->header.type != rpc::MessageType::kCall) return;
+  (void)net::send_all(client_fd, rpc::error_reply(call->header, rpc::kErrorNoConnect, rpc::kFromRemote,
+                                                  "vmpod libvirt relay: " + reason.message()));
 }
 
 void relay_connection(int client_fd, const std::string& libvirtd_socket) {
@@ -296,11 +271,5 @@ Result<std::unique_ptr<RpcRelay>> RpcRelay::start(const RpcRelayConfig& config) 
 }
 
 RpcRelay::~RpcRelay() = default;
-
-size_t RpcRelay::connection_count() const {
-  size_t count = 0;
-  for (const auto& server : servers_) count += server->client_count();
-  return count;
-}
 
 }  // namespace vmpod::libvirt

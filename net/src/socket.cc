@@ -158,15 +158,30 @@ Result<size_t> read_some(int fd, char* out, size_t length, Deadline deadline) {
   }
 }
 
-Status read_exact(int fd, char* out, size_t length, bool frame_started, Deadline deadline) {
+Status read_exact_until(int fd, char* out, size_t length, bool started, Deadline deadline) {
   for (size_t done = 0; done < length;) {
     auto n = read_some(fd, out + done, length - done, deadline);
     if (!n) return fail(n.error());
     if (*n == 0) {
-      return fail(ErrorCode::kUnavailable,
-                  frame_started || done > 0 ? "connection closed mid-frame" : "connection closed");
+      return fail(ErrorCode::kUnavailable, started || done > 0 ? "connection closed mid-frame" : "connection closed");
     }
     done += *n;
+  }
+  return {};
+}
+
+Status send_all_until(int fd, std::string_view bytes, Deadline deadline) {
+  for (size_t done = 0; done < bytes.size();) {
+    ssize_t n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL | (deadline ? MSG_DONTWAIT : 0));
+    if (n >= 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return fail_errno("send", errno);
+    // A blocking socket says EAGAIN only when its SO_SNDTIMEO ran out.
+    if (!deadline) return fail(ErrorCode::kUnavailable, "timed out");
+    if (auto ready = wait_ready(fd, POLLOUT, deadline); !ready) return fail(ready.error());
   }
   return {};
 }
@@ -177,7 +192,7 @@ Status read_exact(int fd, char* out, size_t length, bool frame_started, Deadline
 Result<Frame> read_frame_until(int fd, uint32_t max_body, Deadline deadline) {
   FrameDecoder decoder(max_body);
   std::array<char, kFrameHeaderSize> header;
-  if (auto got = read_exact(fd, header.data(), header.size(), false, deadline); !got) {
+  if (auto got = read_exact_until(fd, header.data(), header.size(), false, deadline); !got) {
     return fail(got.error());
   }
   if (auto fed = decoder.feed(std::as_bytes(std::span(header))); !fed) return fail(fed.error());
@@ -187,7 +202,7 @@ Result<Frame> read_frame_until(int fd, uint32_t max_body, Deadline deadline) {
   std::array<char, 16 * 1024> chunk;
   while (body_left > 0) {
     size_t want = std::min<size_t>(body_left, chunk.size());
-    if (auto got = read_exact(fd, chunk.data(), want, true, deadline); !got) return fail(got.error());
+    if (auto got = read_exact_until(fd, chunk.data(), want, true, deadline); !got) return fail(got.error());
     if (auto fed = decoder.feed(std::as_bytes(std::span(chunk.data(), want))); !fed) {
       return fail(fed.error());
     }
@@ -201,20 +216,7 @@ Status write_frame_until(int fd, const Frame& frame, Deadline deadline) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("frame body of {} bytes does not fit a frame", frame.body.size()));
   }
-  std::string bytes = encode_frame(frame);
-  for (size_t done = 0; done < bytes.size();) {
-    // MSG_NOSIGNAL: a vanished peer is an EPIPE error, not a process-killing SIGPIPE.
-    ssize_t n = ::send(fd, bytes.data() + done, bytes.size() - done,
-                       MSG_NOSIGNAL | (deadline ? MSG_DONTWAIT : 0));
-    if (n >= 0) {
-      done += static_cast<size_t>(n);
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return fail_errno("send", errno);
-    if (auto ready = wait_ready(fd, POLLOUT, deadline); !ready) return fail(ready.error());
-  }
-  return {};
+  return send_all_until(fd, encode_frame(frame), deadline);
 }
 
 }  // namespace
@@ -368,6 +370,12 @@ Result<SocketAddress> local_address(int listen_fd, const SocketAddress& requeste
   address.host = inet->first;
   address.port = inet->second;
   return address;
+}
+
+Status send_all(int fd, std::string_view bytes) { return send_all_until(fd, bytes, std::nullopt); }
+
+Status read_exact(int fd, char* out, size_t length, bool started) {
+  return read_exact_until(fd, out, length, started, std::nullopt);
 }
 
 Status write_frame(int fd, const Frame& frame) { return write_frame_until(fd, frame, std::nullopt); }

@@ -26,17 +26,6 @@ std::string monitor_text(std::string_view text) {
   return out;
 }
 
-// The MSG_NOSIGNAL send, bounded by the client's SO_SNDTIMEO.
-bool send_all(int fd, std::string_view text) {
-  while (!text.empty()) {
-    ssize_t sent = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
-    if (sent < 0 && errno == EINTR) continue;
-    if (sent <= 0) return false;  // gone, or SO_SNDTIMEO ran out
-    text.remove_prefix(static_cast<size_t>(sent));
-  }
-  return true;
-}
-
 }  // namespace
 
 struct HmpServer::Impl {
@@ -53,7 +42,7 @@ void HmpServer::Impl::serve(int fd) const {
   timeout.tv_sec = options.send_timeout.count() / 1000;
   timeout.tv_usec = (options.send_timeout.count() % 1000) * 1000;
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  if (!send_all(fd, monitor_text(banner + "\n") + std::string(kPrompt))) return;
+  if (!net::send_all(fd, monitor_text(banner + "\n") + std::string(kPrompt))) return;
   std::string line;
   bool overlong = false;  // skipping the rest of a refused line
   char buffer[4096];
@@ -80,7 +69,7 @@ void HmpServer::Impl::serve(int fd) const {
       }
       line.clear();
       overlong = false;
-      if (!send_all(fd, monitor_text(output) + std::string(kPrompt))) return;
+      if (!net::send_all(fd, monitor_text(output) + std::string(kPrompt))) return;
     }
   }
 }
@@ -95,7 +84,7 @@ Result<std::unique_ptr<HmpServer>> HmpServer::start(const net::SocketAddress& ad
   auto server = net::StreamServer::start(
       address, [&self](int fd) { self.serve(fd); }, options.max_clients,
       [](int fd, size_t clients) {
-        (void)send_all(fd, monitor_text(fmt::format("too many monitor clients ({})\n", clients)));
+        (void)net::send_all(fd, monitor_text(fmt::format("too many monitor clients ({})\n", clients)));
       });
   if (!server) return fail(server.error().context("hmp server on " + address.to_string()));
   impl->server = std::move(*server);

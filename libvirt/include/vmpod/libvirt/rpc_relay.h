@@ -40,8 +40,6 @@ class RpcRelay {
   static Result<std::unique_ptr<RpcRelay>> start(const RpcRelayConfig& config);
   ~RpcRelay();  // closes every relayed connection and removes the sockets
 
-  size_t connection_count() const;
-
  private:
   RpcRelay() = default;
   std::vector<std::unique_ptr<net::StreamServer>> servers_;

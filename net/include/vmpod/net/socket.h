@@ -55,6 +55,15 @@ Result<Fd> listen_socket(const SocketAddress& address);
 // The address a listening socket really got (the kernel's port for tcp:...:0).
 Result<SocketAddress> local_address(int listen_fd, const SocketAddress& requested);
 
+// Blocking byte I/O, for frames and for stream protocols that are not.
+// send_all sends every byte (MSG_NOSIGNAL: a vanished peer is an error, not
+// SIGPIPE); an SO_SNDTIMEO that runs out is kUnavailable "timed out".
+// read_exact reads exactly `length` bytes; the peer closing is kUnavailable
+// "connection closed", or "connection closed mid-frame" once `started` (a
+// message begun earlier) or some of these bytes came.
+Status send_all(int fd, std::string_view bytes);
+Status read_exact(int fd, char* out, size_t length, bool started);
+
 Status write_frame(int fd, const Frame& frame);
 // Reads one whole frame; kUnavailable on EOF, kInvalidArgument on a malformed one.
 Result<Frame> read_frame(int fd, uint32_t max_body = kDefaultMaxFrameBody);
