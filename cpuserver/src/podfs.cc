@@ -119,6 +119,9 @@ struct FileData {
   std::shared_ptr<const FileLayout> layout;
   std::vector<pods::RegionHandle> regions;  // one per layout->pods entry
   WrittenMap written;
+  // Its unlink deletes its regions. Not while they are handed over to or
+  // from another podfs (kOwnedXattr, kAdoptXattr).
+  std::atomic<bool> owned{true};
 
   pods::MemoryPodClient& pod(const std::vector<std::shared_ptr<pods::MemoryPodClient>>& all, size_t i) const {
     return *all[layout->pods[i]];
@@ -299,9 +302,15 @@ struct Podfs::Impl {
     fuse_reply_buf(req, value.data(), value.size());
   }
 
+  // The handover attributes carry region tokens: root's alone.
+  static bool by_root(fuse_req_t req) { return fuse_req_ctx(req)->uid == 0; }
+
   static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                           int flags) {
     Impl* self = of(req);
+    std::string_view text(value, size);
+    if (name == kAdoptXattr) return set_adopt(self, req, ino, text);
+    if (name == kOwnedXattr) return set_owned(self, req, ino, text);
     if (name != kPlacementXattr) return (void)fuse_reply_err(req, ENOTSUP);
     {
       std::lock_guard lock(self->mutex);
@@ -313,7 +322,7 @@ struct Podfs::Impl {
       if ((flags & XATTR_REPLACE) && !node->placement) return (void)fuse_reply_err(req, ENODATA);
     }
     if (self->config.null_store) return (void)fuse_reply_err(req, ENOTSUP);
-    auto request = parse_placement(std::string_view(value, size));
+    auto request = parse_placement(text);
     auto layout = request ? self->resolve(*request) : fail(request.error());
     if (!layout) {
       spdlog::warn("podfs: placement of inode {} refused: {}", ino, layout.error().to_string());
@@ -325,6 +334,72 @@ struct Podfs::Impl {
     node->placement = std::move(*layout);
     node->ctime = now();
     fuse_reply_err(req, 0);
+  }
+
+  static void set_owned(Impl* self, fuse_req_t req, fuse_ino_t ino, std::string_view text) {
+    if (!by_root(req)) return (void)fuse_reply_err(req, EACCES);
+    if (text != "yes" && text != "no") return (void)fuse_reply_err(req, EINVAL);
+    std::lock_guard lock(self->mutex);
+    Node* node = self->find(ino);
+    if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
+    if (!node->data) return (void)fuse_reply_err(req, EPERM);
+    node->data->owned = text == "yes";
+    node->ctime = now();
+    fuse_reply_err(req, 0);
+  }
+
+  // Creates a file in directory `ino` on regions another podfs holds: the
+  // other end of kRegionsXattr. The regions are checked with their pods
+  // (each answers a resize to the size it has only for the right token)
+  // before the name appears; the file is not owned until kOwnedXattr says.
+  static void set_adopt(Impl* self, fuse_req_t req, fuse_ino_t ino, std::string_view text) {
+    if (!by_root(req)) return (void)fuse_reply_err(req, EACCES);
+    auto adoption = parse_adoption(text);
+    auto data = adoption ? self->handed_over(adoption->second) : fail(adoption.error());
+    if (!data) {
+      spdlog::warn("podfs: adoption in inode {} refused: {}", ino, data.error().to_string());
+      return (void)fuse_reply_err(req, error_code_errno(data.error().code()));
+    }
+    (*data)->owned = false;
+    auto added = self->add_file(ino, adoption->first, std::move(*data), adoption->second.size, fuse_req_ctx(req));
+    fuse_reply_err(req, added ? 0 : error_code_errno(added.error().code()));
+  }
+
+  Result<std::shared_ptr<FileData>> handed_over(const FileHandover& file) {
+    if (config.null_store) return fail(ErrorCode::kInvalidArgument, "a null store holds no regions");
+    std::vector<size_t> chosen;
+    for (const auto& id : file.pod_ids) {
+      auto it = std::find_if(pods.begin(), pods.end(), [&](const auto& pod) { return pod->pod_id() == id; });
+      if (it == pods.end()) return fail(ErrorCode::kNotFound, "no memory pod " + id + " here");
+      chosen.push_back(static_cast<size_t>(it - pods.begin()));
+    }
+    auto stripes = StripeLayout::create(chosen.size(), file.stripe_bytes);
+    if (!stripes) return fail(stripes.error());
+    auto data = std::make_shared<FileData>();
+    data->layout = std::make_shared<const FileLayout>(FileLayout{std::move(chosen), *stripes});
+    data->regions = file.regions;
+    for (size_t i = 0; i < data->regions.size(); ++i) {
+      VMPOD_TRY_CTX(data->pod(pods, i).resize_region(data->regions[i], stripes->pod_region_size(i, file.size)),
+                    "region " + std::to_string(data->regions[i].id) + " on " + file.pod_ids[i]);
+    }
+    // Any page may hold data: every READ asks the memory pods.
+    data->written.mark(0, file.size);
+    return data;
+  }
+
+  // Names a new file `name` in directory `dir`, on `data`.
+  Status add_file(fuse_ino_t dir_ino, const std::string& name, std::shared_ptr<FileData> data, uint64_t size,
+                  const fuse_ctx* owner) {
+    std::lock_guard lock(mutex);
+    Node* dir = find(dir_ino);
+    if (dir == nullptr || !dir->is_dir()) return fail(ErrorCode::kNotFound, "podfs: no such directory");
+    if (dir->children.count(name)) return fail(ErrorCode::kAlreadyExists, "podfs: '" + name + "' exists");
+    Node& node = add_node(dir_ino, S_IFREG | 0600, owner);
+    node.size = size;
+    node.data = std::move(data);
+    dir->children.emplace(name, node.ino);
+    dir->mtime = dir->ctime = now();
+    return {};
   }
 
   static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -340,6 +415,13 @@ struct Podfs::Impl {
         value = fmt::format("{}", fmt::join(ids, ","));
       } else if (name == kPlacementXattr && (node->data || node->placement)) {
         value = self->describe(node->data ? *node->data->layout : *node->placement);
+      } else if (name == kRegionsXattr && node->data) {
+        if (!by_root(req)) return (void)fuse_reply_err(req, EACCES);
+        FileHandover file{node->size, node->data->layout->stripes.stripe_bytes(), {}, node->data->regions};
+        for (size_t pod : node->data->layout->pods) file.pod_ids.push_back(self->pods[pod]->pod_id());
+        value = format_handover(file);
+      } else if (name == kOwnedXattr && node->data) {
+        value = node->data->owned ? "yes" : "no";
       } else {
         return (void)fuse_reply_err(req, ENODATA);
       }
@@ -356,6 +438,10 @@ struct Podfs::Impl {
       if (node == nullptr) return (void)fuse_reply_err(req, ENOENT);
       if (ino == FUSE_ROOT_ID && !self->pods.empty()) names.append(kMemoryPodsXattr).push_back('\0');
       if (node->data || node->placement) names.append(kPlacementXattr).push_back('\0');
+      if (node->data) {
+        names.append(kRegionsXattr).push_back('\0');
+        names.append(kOwnedXattr).push_back('\0');
+      }
     }
     reply_xattr(req, names, size);
   }
@@ -388,7 +474,7 @@ struct Podfs::Impl {
   }
 
   void delete_regions(const FileData& data) {
-    if (!owns_regions) return;
+    if (!owns_regions || !data.owned) return;
     for (size_t i = 0; i < data.regions.size(); ++i) {
       auto deleted = data.pod(pods, i).delete_region(data.regions[i]);
       if (!deleted) spdlog::warn("podfs: region {} not deleted: {}", data.regions[i].id, deleted.error().to_string());
@@ -1254,18 +1340,10 @@ Status Podfs::adopt_file(const std::string& name, const FileRegions& file) {
   data->layout = impl_->default_layout;
   data->regions = file.regions;
   data->written.mark(0, file.size);
-  std::lock_guard lock(impl_->mutex);
-  Node* root = impl_->find(FUSE_ROOT_ID);
-  if (root->children.count(name)) return fail(ErrorCode::kAlreadyExists, "podfs: '" + name + "' exists");
   fuse_ctx owner{};
   owner.uid = ::geteuid();
   owner.gid = ::getegid();
-  Node& node = impl_->add_node(FUSE_ROOT_ID, S_IFREG | 0600, &owner);
-  node.size = file.size;
-  node.data = std::move(data);
-  root->children.emplace(name, node.ino);
-  root->mtime = root->ctime = now();
-  return {};
+  return impl_->add_file(FUSE_ROOT_ID, name, std::move(data), file.size, &owner);
 }
 
 void Podfs::disown_regions() { impl_->owns_regions = false; }

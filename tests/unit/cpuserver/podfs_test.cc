@@ -55,6 +55,10 @@ std::string g_mnt;
 std::vector<std::unique_ptr<memserver::Memserver>>& g_pods =
     *new std::vector<std::unique_ptr<memserver::Memserver>>;
 std::unique_ptr<Podfs>& g_fs = *new std::unique_ptr<Podfs>;
+// A second mount on the same memory pods, as another host's: files move
+// between the two (see mount_other).
+std::string g_other_mnt;
+std::unique_ptr<Podfs>& g_other_fs = *new std::unique_ptr<Podfs>;
 
 bool mounted(const std::string& path) {
   std::ifstream mounts("/proc/mounts");
@@ -66,6 +70,7 @@ bool mounted(const std::string& path) {
 }
 
 crash_cleanup::Watchdog g_watchdog;
+crash_cleanup::Watchdog g_other_watchdog;
 
 // Closes whatever a failed test left open under the mount, so that the
 // unmount does not wait for it.
@@ -102,9 +107,15 @@ void setup() {
 }
 
 void teardown() {
-  if (!g_mnt.empty()) close_files_under(g_mnt);
+  for (const std::string* mnt : {&g_mnt, &g_other_mnt}) {
+    if (!mnt->empty()) close_files_under(*mnt);
+  }
   g_fs.reset();
-  if (!g_mnt.empty() && mounted(g_mnt)) ::umount2(g_mnt.c_str(), MNT_DETACH);
+  g_other_fs.reset();
+  for (const std::string* mnt : {&g_mnt, &g_other_mnt}) {
+    if (!mnt->empty() && mounted(*mnt)) ::umount2(mnt->c_str(), MNT_DETACH);
+  }
+  g_other_watchdog.stop();
   g_pods.clear();
   if (!g_dir.empty()) {
     std::error_code ec;
@@ -113,21 +124,38 @@ void teardown() {
   g_watchdog.stop();
 }
 
-Podfs& mount(uint64_t cache_bytes = 0) {
+Result<std::unique_ptr<Podfs>> mount_at(const std::string& mnt, uint64_t cache_bytes, bool allow_other) {
   PodfsConfig config;
-  config.mountpoint = g_mnt;
+  config.mountpoint = mnt;
   for (auto& pod : g_pods) config.memory_pods.push_back(pod->control_address());
   config.fabric.provider = net::FabricProvider::kTcp;
   config.fabric.node = "127.0.0.1";
   config.stripe_bytes = kStripe;
   config.local_cache_bytes = cache_bytes;
   config.max_threads = 8;
-  auto fs = Podfs::mount(config);
+  config.allow_other = allow_other;
+  return Podfs::mount(config);
+}
+
+Podfs& mount(uint64_t cache_bytes = 0, bool allow_other = false) {
+  auto fs = mount_at(g_mnt, cache_bytes, allow_other);
   cr_assert(fs.has_value(), "mount: %s", fs ? "" : fs.error().to_string().c_str());
   g_fs = std::move(*fs);
   g_watchdog.mounted(g_mnt);
   cr_assert(mounted(g_mnt), "%s not in /proc/mounts", g_mnt.c_str());
   return *g_fs;
+}
+
+// The other host's podfs, at g_other_mnt, with a watchdog of its own.
+Podfs& mount_other() {
+  g_other_mnt = g_dir + "/other";
+  cr_assert_eq(::mkdir(g_other_mnt.c_str(), 0755), 0);
+  cr_assert(g_other_watchdog.start(g_dir, g_other_mnt), "cannot start the cleanup watchdog");
+  auto fs = mount_at(g_other_mnt, 0, false);
+  cr_assert(fs.has_value(), "mount: %s", fs ? "" : fs.error().to_string().c_str());
+  g_other_fs = std::move(*fs);
+  g_other_watchdog.mounted(g_other_mnt);
+  return *g_other_fs;
 }
 
 std::string path(const std::string& name) { return g_mnt + "/" + name; }
@@ -844,7 +872,7 @@ Test(podfs, unmount_during_a_prefetch_returns_promptly) {
 namespace {
 
 std::string get_xattr(const std::string& file, std::string_view name) {
-  char value[256];
+  char value[4096];
   ssize_t n = ::getxattr(file.c_str(), std::string(name).c_str(), value, sizeof(value));
   cr_assert_geq(n, 0, "getxattr %s on %s: %s", std::string(name).c_str(), file.c_str(), strerror(errno));
   return std::string(value, static_cast<size_t>(n));
@@ -856,8 +884,8 @@ void expect_xattr(const std::string& file, std::string_view name, const char* ex
   cr_assert_str_eq(value.c_str(), expected, "%s on %s", attribute.c_str(), file.c_str());
 }
 
-int set_xattr(const std::string& dir, const std::string& value) {
-  int rc = ::setxattr(dir.c_str(), std::string(kPlacementXattr).c_str(), value.data(), value.size(), 0);
+int set_xattr(const std::string& path, const std::string& value, std::string_view name = kPlacementXattr) {
+  int rc = ::setxattr(path.c_str(), std::string(name).c_str(), value.data(), value.size(), 0);
   return rc == 0 ? 0 : errno;
 }
 
@@ -910,4 +938,109 @@ Test(podfs, a_directorys_placement_lays_out_the_files_created_below_it) {
   cr_assert_eq(set_xattr(path("one/below/ram"), "pods=1"), EPERM);
   cr_assert_neq(::setxattr(path("one").c_str(), "user.other", "x", 1, 0), 0);
   cr_assert_eq(errno, ENOTSUP);
+}
+
+Test(podfs, a_file_moves_to_another_podfs_on_its_regions) {
+  mount();
+  mount_other();
+  cr_assert_eq(::mkdir(path("src").c_str(), 0755), 0);
+  int fd = open_file("src/ram");
+  cr_assert_eq(::ftruncate(fd, static_cast<off_t>(kMiB)), 0);
+  auto data = pattern(300 * kKiB, 41);
+  write_at(fd, 123 * kKiB, data);
+  cr_assert_eq(::fsync(fd), 0);
+  const uint64_t regions = pod_regions(), pages = pod_pages();
+
+  const std::string handover = get_xattr(path("src/ram"), kRegionsXattr);
+  auto parsed = parse_handover(handover);
+  cr_assert(parsed.has_value(), "%s: %s", handover.c_str(), parsed ? "" : parsed.error().to_string().c_str());
+  cr_assert_eq(parsed->size, kMiB);
+  cr_assert_eq(parsed->stripe_bytes, kStripe);
+  cr_assert_eq(parsed->pod_ids.size(), kPods);
+  cr_assert_str_eq(get_xattr(path("src/ram"), kOwnedXattr).c_str(), "yes");
+
+  // The other podfs makes a file on those regions: the same bytes, read
+  // from the memory pods, and no region more.
+  const std::string dst = g_other_mnt + "/dst";
+  cr_assert_eq(::mkdir(dst.c_str(), 0755), 0);
+  cr_assert_eq(set_xattr(dst, "ram " + handover, kAdoptXattr), 0);
+  cr_assert_eq(pod_regions(), regions);
+  cr_assert_str_eq(get_xattr(dst + "/ram", kOwnedXattr).c_str(), "no");
+  int moved = ::open((dst + "/ram").c_str(), O_RDWR | O_CLOEXEC);
+  cr_assert_geq(moved, 0, "open: %s", strerror(errno));
+  cr_assert_eq(file_size(moved), kMiB);
+  cr_assert(read_at(moved, 123 * kKiB, data.size()) == data, "the adopted file does not read the source's bytes");
+  cr_assert(all_zero(read_at(moved, 0, 123 * kKiB)), "never-written bytes are not zeros");
+  // A second adoption of the same name is refused.
+  cr_assert_eq(set_xattr(dst, "ram " + handover, kAdoptXattr), EEXIST);
+
+  // The source lets go: its unlink leaves the regions to the other podfs.
+  cr_assert_eq(set_xattr(path("src/ram"), "no", kOwnedXattr), 0);
+  ::close(fd);
+  cr_assert_eq(::unlink(path("src/ram").c_str()), 0);
+  cr_assert_eq(::rmdir(path("src").c_str()), 0);
+  auto more = pattern(64 * kKiB, 42);
+  write_at(moved, 512 * kKiB, more);
+  cr_assert_eq(::fsync(moved), 0);
+  cr_assert(g_other_fs->drop_cache().has_value());
+  cr_assert(read_at(moved, 123 * kKiB, data.size()) == data);
+  cr_assert(read_at(moved, 512 * kKiB, more.size()) == more);
+  cr_assert_eq(g_fs->stats().files, 0u, "the source still has the file");
+  cr_assert_eq(pod_regions(), regions, "the source's unlink freed regions it had let go");
+  cr_assert_geq(pod_pages(), pages);
+
+  // Once it owns them, its unlink frees them.
+  cr_assert_eq(set_xattr(dst + "/ram", "yes", kOwnedXattr), 0);
+  ::close(moved);
+  cr_assert_eq(::unlink((dst + "/ram").c_str()), 0);
+  cr_assert(wait_regions(regions - kPods), "the adopted file's regions were not freed: %llu",
+            static_cast<unsigned long long>(pod_regions()));
+  cr_assert_eq(pod_pages(), 0u);
+}
+
+Test(podfs, an_adoption_that_cannot_be_makes_no_file) {
+  mount(0, true);
+  int fd = open_file("ram");
+  cr_assert_eq(::ftruncate(fd, static_cast<off_t>(kMiB)), 0);
+  ::close(fd);
+  auto handover = parse_handover(get_xattr(path("ram"), kRegionsXattr));
+  cr_assert(handover.has_value());
+  const uint64_t regions = pod_regions();
+  cr_assert_eq(::mkdir(path("dir").c_str(), 0755), 0);
+
+  FileHandover wrong_token = *handover;
+  wrong_token.regions[1].token[0] ^= 1;
+  FileHandover unknown_pod = *handover;
+  unknown_pod.pod_ids[0] = "mem9";
+  FileHandover unknown_region = *handover;
+  unknown_region.regions[0].id += 1000;
+  for (const FileHandover* bad : {&wrong_token, &unknown_pod, &unknown_region}) {
+    cr_assert_neq(set_xattr(path("dir"), "ram " + format_handover(*bad), kAdoptXattr), 0);
+  }
+  for (const char* malformed : {"", "ram", "ram size=1", "../ram size=4096 stripe=4K regions=mem0:1:00",
+                                "ram size=4096 stripe=4K regions=mem0:1:zz"}) {
+    cr_assert_eq(set_xattr(path("dir"), malformed, kAdoptXattr), EINVAL, "'%s' was taken", malformed);
+  }
+  cr_assert_eq(set_xattr(path("ram"), "x " + format_handover(*handover), kAdoptXattr), ENOENT,
+               "a file is not a directory to adopt into");
+  cr_assert_eq(set_xattr(path("ram"), "maybe", kOwnedXattr), EINVAL);
+  cr_assert_eq(set_xattr(path("dir"), "no", kOwnedXattr), EPERM);
+  cr_assert_eq(pod_regions(), regions);
+  cr_assert(list(path("dir")) == (std::set<std::string>{".", ".."}), "a refused adoption left a file");
+
+  // The tokens are root's: another user that may read the file may not
+  // read its regions.
+  cr_assert_eq(::chmod(g_dir.c_str(), 0755), 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+    char value[4096];
+    if (::getxattr(path("ram").c_str(), std::string(kRegionsXattr).c_str(), value, sizeof(value)) >= 0) ::_exit(11);
+    if (errno != EACCES) ::_exit(12);
+    if (::getxattr(path("ram").c_str(), std::string(kOwnedXattr).c_str(), value, sizeof(value)) < 0) ::_exit(13);
+    ::_exit(0);
+  }
+  int status = 0;
+  cr_assert_eq(::waitpid(child, &status, 0), child);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "as nobody: exit %d", WEXITSTATUS(status));
 }
