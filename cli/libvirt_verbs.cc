@@ -104,7 +104,10 @@ Status run_hook(const HookFlags& flags) {
     return fail(ErrorCode::kInvalidArgument, "libvirt runs the hook as: DOMAIN OPERATION SUB-OPERATION [EXTRA]");
   }
   std::string xml(std::istreambuf_iterator<char>(std::cin), {});
-  return libvirt::run_qemu_hook(flags.memory_backing_dir, flags.arguments[1], flags.arguments[2], xml);
+  auto printed = libvirt::run_qemu_hook(flags.memory_backing_dir, flags.arguments[1], flags.arguments[2], xml);
+  if (!printed) return fail(printed.error());
+  std::cout << *printed << std::flush;
+  return {};
 }
 
 }  // namespace
@@ -163,6 +166,9 @@ void add_libvirt_verbs(CLI::App& app, Outcome& outcome) {
   relay->add_option("--socket", relay_flags->config.socket, "where libvirt clients look for vmpod:///system")
       ->capture_default_str();
   relay->add_option("--libvirtd-socket", relay_flags->config.libvirtd_socket, "libvirtd's read-write socket")
+      ->capture_default_str();
+  relay->add_option("--memory-backing-dir", relay_flags->config.memory_backing_dir,
+                    "this host's podfs (qemu.conf's memory_backing_dir), for migrations without copying RAM")
       ->capture_default_str();
   relay->add_flag("-v,--verbose", relay_flags->verbose, "debug logging");
   relay->callback([relay_flags, &outcome] {

@@ -13,7 +13,7 @@ packages=(
   # guests
   qemu-system-x86 qemu-utils
   # libvirt's QEMU driver with RAM on podfs (vmpod libvirt, its integration test)
-  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libxml2-dev
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev libxml2-dev
   # the guest image (images/build-image.sh)
   busybox-static stress-ng cpio gzip zstd kmod squashfs-tools
   # stress plans (TOML)

@@ -92,6 +92,9 @@ Result<Domain> parse_domain(std::string_view xml) {
   if (name == nullptr) return fail(ErrorCode::kInvalidArgument, "<domain> without <name>");
   domain.name = text_of(name);
   if (domain.name.empty()) return fail(ErrorCode::kInvalidArgument, "<domain> with an empty <name>");
+  if (const xmlNode* uuid = child(root, "uuid")) domain.uuid = text_of(uuid);
+  bool uuid_shaped = domain.uuid.size() <= 36 && domain.uuid.find_first_not_of("0123456789abcdefABCDEF-") == std::string::npos;
+  if (!uuid_shaped) return fail(ErrorCode::kInvalidArgument, "<uuid>" + domain.uuid + "</uuid> is not a UUID");
   if (auto id = attribute(root, "id")) {
     try {
       size_t used = 0;

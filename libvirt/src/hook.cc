@@ -17,6 +17,7 @@
 #include <vmpod/base/file.h>
 #include <vmpod/cpuserver/podfs_placement.h>
 #include <vmpod/libvirt/domain.h>
+#include <vmpod/libvirt/migration.h>
 
 namespace vmpod::libvirt {
 
@@ -96,8 +97,29 @@ Result<Owner> qemu_owner(const Domain& domain, const std::string& parent) {
   return Owner{st.st_uid, st.st_gid};
 }
 
+// A domain moving in (migrate, below) finds its RAM: pc.ram in its
+// directory over the regions the source handed over, the QEMU user's, and
+// a directory for vmpod's monitor socket that QEMU can make it in.
+Status adopt_incoming(const std::string& backing, const Domain& domain, const std::string& dir, const Owner& owner) {
+  const std::string stash = handover_path(backing, domain.uuid);
+  auto handover = read_file(stash);
+  if (!handover) return fail(handover.error().context("the regions of incoming domain " + domain.name));
+  const std::string adoption = std::string(kRamFile) + " " + *handover;
+  if (::setxattr(dir.c_str(), std::string(cpuserver::kAdoptXattr).c_str(), adoption.data(), adoption.size(), 0) != 0) {
+    return fail_errno("podfs refused the regions of incoming domain " + domain.name, errno);
+  }
+  const std::string ram = dir + "/" + std::string(kRamFile);
+  if (::chown(ram.c_str(), owner.uid, owner.gid) != 0) return fail_errno("cannot give " + ram + " to the domain's QEMU user", errno);
+  const std::string monitor = monitor_dir(backing, domain.uuid);
+  if (::mkdir(monitor.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("cannot create " + monitor, errno);
+  if (::chown(monitor.c_str(), owner.uid, owner.gid) != 0) return fail_errno("cannot give " + monitor + " to QEMU", errno);
+  ::unlink(stash.c_str());
+  return {};
+}
+
 Status prepare(const std::string& backing, const Domain& domain) {
-  if (!domain.placement) return {};
+  const bool incoming = !domain.uuid.empty() && ::access(handover_path(backing, domain.uuid).c_str(), F_OK) == 0;
+  if (!domain.placement && !incoming) return {};
   if (!domain.file_backed) {
     return fail(ErrorCode::kInvalidArgument,
                 "<vmpod:memory> needs <memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>");
@@ -117,14 +139,47 @@ Status prepare(const std::string& backing, const Domain& domain) {
   bool made = ::mkdir(dir.c_str(), 0700) == 0;
   if (!made && errno != EEXIST) return fail_errno("cannot create " + dir, errno);
   Status placed;
-  if (::setxattr(dir.c_str(), std::string(cpuserver::kPlacementXattr).c_str(), domain.placement->data(),
-                 domain.placement->size(), 0) != 0) {
+  if (domain.placement && ::setxattr(dir.c_str(), std::string(cpuserver::kPlacementXattr).c_str(),
+                                     domain.placement->data(), domain.placement->size(), 0) != 0) {
     placed = fail_errno(fmt::format("podfs refused the placement '{}' of {}", *domain.placement, dir), errno);
   } else if (::chown(dir.c_str(), owner->uid, owner->gid) != 0) {
     placed = fail_errno("cannot give " + dir + " to the domain's QEMU user", errno);
+  } else if (incoming) {
+    placed = adopt_incoming(backing, domain, dir, *owner);
   }
-  if (!placed && made) ::rmdir(dir.c_str());
+  // An adopted pc.ram is not owned yet: its removal leaves the regions.
+  if (!placed && made) {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+  }
   return placed;
+}
+
+// The XML of a domain moving in, as the destination runs it: its regions
+// kept for prepare, and vmpod's monitor on QEMU's command line. Printed
+// for libvirtd, which runs that XML instead; nothing printed: as it was.
+Result<std::string> migrate(const std::string& backing, const Domain& domain, std::string_view xml) {
+  if (domain.uuid.empty()) return std::string();
+  auto incoming = incoming_domain(xml, monitor_socket(backing, domain.uuid));
+  if (!incoming) return fail(incoming.error().context("domain " + domain.name));
+  if (!incoming->handover) return std::string();
+  std::error_code error;
+  std::filesystem::create_directories(migration_dir(backing), error);
+  if (error) return fail_errno("cannot create " + migration_dir(backing), error.value());
+  ::chmod(migration_dir(backing).c_str(), 0711);
+  VMPOD_TRY_CTX(write_file_atomically(handover_path(backing, domain.uuid), *incoming->handover, 0600),
+                "domain " + domain.name);
+  return incoming->xml;
+}
+
+// A QEMU that came up for a move reads no RAM from the stream: its file is
+// the source's (not owned until the move ends), its RAM shared.
+Status started(const std::string& backing, const Domain& domain) {
+  if (domain.uuid.empty() || domain.id < 0) return {};
+  const std::string socket = monitor_socket(backing, domain.uuid);
+  const std::string ram = backing + "/" + domain_ram_dir(domain) + "/" + std::string(kRamFile);
+  if (::access(socket.c_str(), F_OK) != 0 || ram_owned(ram)) return {};
+  return ignore_shared_at(socket);
 }
 
 // libvirt removes the directory itself when the domain stops; whatever is
@@ -136,6 +191,10 @@ Status release(const std::string& backing, const Domain& domain) {
   std::error_code error;
   std::filesystem::remove_all(dir, error);
   if (error && error != std::errc::no_such_file_or_directory) return fail_errno("cannot remove " + dir, error.value());
+  if (!domain.uuid.empty()) {
+    std::filesystem::remove_all(monitor_dir(backing, domain.uuid), error);
+    ::unlink(handover_path(backing, domain.uuid).c_str());
+  }
   return {};
 }
 
@@ -148,14 +207,26 @@ Result<std::string> shell_quoted(const std::string& text) {
 
 }  // namespace
 
-Status run_qemu_hook(const std::string& memory_backing_dir, std::string_view operation, std::string_view sub_operation,
-                     std::string_view domain_xml) {
-  const bool prepares = operation == "prepare" && sub_operation == "begin";
-  const bool releases = operation == "release" && sub_operation == "end";
-  if (!prepares && !releases) return {};
+Result<std::string> run_qemu_hook(const std::string& memory_backing_dir, std::string_view operation,
+                                  std::string_view sub_operation, std::string_view domain_xml) {
+  enum class Step { kPrepare, kStarted, kRelease, kMigrate, kNone };
+  Step step = operation == "prepare" && sub_operation == "begin"   ? Step::kPrepare
+              : operation == "started" && sub_operation == "begin" ? Step::kStarted
+              : operation == "release" && sub_operation == "end"   ? Step::kRelease
+              : operation == "migrate" && sub_operation == "begin" ? Step::kMigrate
+                                                                   : Step::kNone;
+  if (step == Step::kNone) return std::string();
   auto domain = parse_domain(domain_xml);
   if (!domain) return fail(domain.error());
-  return prepares ? prepare(memory_backing_dir, *domain) : release(memory_backing_dir, *domain);
+  Status done;
+  switch (step) {
+    case Step::kMigrate: return migrate(memory_backing_dir, *domain, domain_xml);
+    case Step::kPrepare: done = prepare(memory_backing_dir, *domain); break;
+    case Step::kStarted: done = started(memory_backing_dir, *domain); break;
+    default: done = release(memory_backing_dir, *domain); break;
+  }
+  if (!done) return fail(done.error());
+  return std::string();
 }
 
 Status install_qemu_hook(const std::string& hooks_dir, const std::string& vmpod_binary,

@@ -65,6 +65,60 @@ class XdrReader {
     return std::optional<std::string_view>(*text);
   }
 
+  Result<std::string_view> opaque(std::string_view what) { return string(what); }
+
+  Result<std::string_view> fixed(size_t length, std::string_view what) {
+    if (bytes_.size() - at_ < length) return fail(truncated(what));
+    std::string_view bytes = bytes_.substr(at_, length);
+    at_ += (length + 3u) / 4u * 4u;
+    return bytes;
+  }
+
+  Status skip(size_t length, std::string_view what) {
+    if (bytes_.size() - at_ < length) return fail(truncated(what));
+    at_ += length;
+    return {};
+  }
+
+  // remote_nonnull_domain: name, 16-byte uuid, id.
+  Result<DomainRef> domain(std::string_view what) {
+    auto name = string(what);
+    if (!name) return fail(name.error());
+    auto uuid = fixed(16, what);
+    if (!uuid) return fail(uuid.error());
+    auto id = u32(what);
+    if (!id) return fail(id.error());
+    std::string text;
+    for (size_t i = 0; i < 16; ++i) {
+      if (i == 4 || i == 6 || i == 8 || i == 10) text += '-';
+      text += fmt::format("{:02x}", static_cast<unsigned char>((*uuid)[i]));
+    }
+    return DomainRef{std::string(*name), text, static_cast<int32_t>(*id)};
+  }
+
+  // remote_typed_param<kMaxTypedParams>, read past.
+  Status typed_params(std::string_view what) {
+    auto count = u32(what);
+    if (!count) return fail(count.error());
+    if (*count > kMaxTypedParams) {
+      return fail(ErrorCode::kInvalidArgument, fmt::format("{}: {} typed parameters", what, *count));
+    }
+    for (uint32_t i = 0; i < *count; ++i) {
+      if (auto field = string(what); !field) return fail(field.error());
+      auto type = u32(what);
+      if (!type) return fail(type.error());
+      switch (*type) {
+        case 1: case 2: case 6: VMPOD_TRY_CTX(skip(4, what), "a typed parameter"); break;  // int, uint, boolean
+        case 3: case 4: case 5: VMPOD_TRY_CTX(skip(8, what), "a typed parameter"); break;  // llong, ullong, double
+        case 7:
+          if (auto text = string(what); !text) return fail(text.error());
+          break;
+        default: return fail(ErrorCode::kInvalidArgument, fmt::format("{}: typed parameter of type {}", what, *type));
+      }
+    }
+    return {};
+  }
+
   size_t position() const { return at_; }
 
  private:
@@ -91,6 +145,57 @@ bool is_remote_call(const Header& header, int32_t procedure) {
 }
 
 }  // namespace
+
+Result<std::optional<MigrationCall>> migration_call(const Header& header, std::string_view packet) {
+  const int32_t procedure = header.procedure;
+  if (header.program != kRemoteProgram || header.type != MessageType::kCall ||
+      (procedure != kProcMigrateBegin3 && procedure != kProcMigratePerform3 && procedure != kProcMigrateConfirm3)) {
+    return std::optional<MigrationCall>();
+  }
+  XdrReader reader(packet, kLengthBytes + kHeaderBytes);
+  MigrationCall call;
+  call.procedure = procedure;
+  auto domain = reader.domain("migration call");
+  if (!domain) return fail(domain.error());
+  call.domain = *domain;
+  if (procedure == kProcMigratePerform3) {
+    if (auto dconnuri = reader.optional_string("perform3 dconnuri"); !dconnuri) return fail(dconnuri.error());
+  }
+  VMPOD_TRY_CTX(reader.typed_params("migration parameters"), "migration call");
+  if (procedure != kProcMigrateBegin3) {
+    if (auto cookie = reader.opaque("migration cookie"); !cookie) return fail(cookie.error());
+  }
+  auto flags = reader.u32("migration flags");
+  if (!flags) return fail(flags.error());
+  call.flags = *flags;
+  if (procedure == kProcMigrateConfirm3) {
+    auto cancelled = reader.u32("confirm3 cancelled");
+    if (!cancelled) return fail(cancelled.error());
+    call.cancelled = *cancelled != 0;
+  }
+  return std::optional<MigrationCall>(call);
+}
+
+Result<DomainRef> finish3_domain(std::string_view packet) {
+  XdrReader reader(packet, kLengthBytes + kHeaderBytes);
+  return reader.domain("finish3 reply");
+}
+
+Result<std::string> edit_begin3_xml(std::string_view packet,
+                                    const std::function<Result<std::string>(std::string_view)>& edit) {
+  XdrReader reader(packet, kLengthBytes + kHeaderBytes);
+  auto cookie = reader.opaque("begin3 cookie");
+  if (!cookie) return fail(cookie.error());
+  const size_t xml_at = reader.position();
+  auto xml = reader.string("begin3 xml");
+  if (!xml) return fail(xml.error());
+  auto edited = edit(*xml);
+  if (!edited) return fail(edited.error());
+  std::string payload(packet.substr(kLengthBytes + kHeaderBytes, xml_at - kLengthBytes - kHeaderBytes));
+  append_string(payload, *edited);
+  payload += packet.substr(reader.position());
+  return with_payload(packet, payload);
+}
 
 Result<uint32_t> packet_length(std::string_view length_word) {
   if (length_word.size() != kLengthBytes) {

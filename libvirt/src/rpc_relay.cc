@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <vmpod/libvirt/migration.h>
 #include <vmpod/libvirt/rpc.h>
 
 namespace vmpod::libvirt {
@@ -174,7 +175,7 @@ void refuse(int client_fd, const Error& reason) {
                                                   "vmpod libvirt relay: " + reason.message()));
 }
 
-void relay_connection(int client_fd, const std::string& libvirtd_socket) {
+void relay_connection(int client_fd, const std::string& libvirtd_socket, const MigrationSource& host) {
   auto peer = peer_credentials(client_fd);
   if (!peer) {
     spdlog::warn("libvirt relay: a client without credentials: {}", peer.error().message());
@@ -191,6 +192,19 @@ void relay_connection(int client_fd, const std::string& libvirtd_socket) {
   spdlog::info("libvirt relay: {} connected to {}", who, libvirtd_socket);
   const int daemon_fd = daemon->get();
   rpc::UriRewriter rewriter;
+  MigrationRelay migrations(host);
+  // libvirtd's packets for the client, and the client's for libvirtd, each
+  // through both; an error closes the connection.
+  auto for_client = [&](std::string bytes) -> Result<std::string> {
+    auto migrated = migrations.from_daemon(std::move(bytes));
+    if (!migrated) return migrated;
+    return rewriter.from_daemon(std::move(*migrated));
+  };
+  auto for_daemon = [&](std::string bytes) -> Result<rpc::UriRewriter::FromClient> {
+    auto rewritten = rewriter.from_client(std::move(bytes));
+    if (!rewritten || rewritten->answer_client) return rewritten;
+    return migrations.from_client(std::move(rewritten->packet));
+  };
   auto hang_up = [&] {
     ::shutdown(client_fd, SHUT_RDWR);
     ::shutdown(daemon_fd, SHUT_RDWR);
@@ -202,7 +216,7 @@ void relay_connection(int client_fd, const std::string& libvirtd_socket) {
         log_end("libvirtd, for " + who, packet.error());
         break;
       }
-      auto rewritten = rewriter.from_daemon(std::move(packet->bytes));
+      auto rewritten = for_client(std::move(packet->bytes));
       if (!rewritten) {
         log_end("libvirtd, for " + who, rewritten.error());
         break;
@@ -220,7 +234,7 @@ void relay_connection(int client_fd, const std::string& libvirtd_socket) {
       log_end(who, packet.error());
       break;
     }
-    auto rewritten = rewriter.from_client(std::move(packet->bytes));
+    auto rewritten = for_daemon(std::move(packet->bytes));
     if (!rewritten) {
       log_end(who, rewritten.error());
       break;
@@ -235,15 +249,15 @@ void relay_connection(int client_fd, const std::string& libvirtd_socket) {
   to_client.join();
 }
 
-Result<std::unique_ptr<net::StreamServer>> serve_socket(const std::string& socket,
-                                                        const std::string& libvirtd_socket) {
+Result<std::unique_ptr<net::StreamServer>> serve_socket(const std::string& socket, const std::string& libvirtd_socket,
+                                                        const MigrationSource& host) {
   struct stat daemon_socket{};
   if (::stat(libvirtd_socket.c_str(), &daemon_socket) != 0) {
     return fail_errno(libvirtd_socket + " (start libvirtd first)", errno);
   }
   auto server = net::StreamServer::start(
       net::SocketAddress{net::SocketAddress::Kind::kUnix, socket, {}, 0},
-      [libvirtd_socket](int client_fd) { relay_connection(client_fd, libvirtd_socket); });
+      [libvirtd_socket, &host](int client_fd) { relay_connection(client_fd, libvirtd_socket, host); });
   if (!server) return fail(server.error().context("libvirt relay on " + socket));
   if (::chown(socket.c_str(), daemon_socket.st_uid, daemon_socket.st_gid) != 0 && errno != EPERM) {
     return fail_errno("chown " + socket, errno);
@@ -257,13 +271,14 @@ Result<std::unique_ptr<net::StreamServer>> serve_socket(const std::string& socke
 }  // namespace
 
 Result<std::unique_ptr<RpcRelay>> RpcRelay::start(const RpcRelayConfig& config) {
-  std::unique_ptr<RpcRelay> relay(new RpcRelay());
-  auto read_write = serve_socket(config.socket, config.libvirtd_socket);
+  std::unique_ptr<RpcRelay> relay(new RpcRelay(config));
+  auto read_write = serve_socket(config.socket, config.libvirtd_socket, relay->migration_source_);
   if (!read_write) return fail(read_write.error());
   relay->servers_.push_back(std::move(*read_write));
   const std::string read_only_daemon = config.libvirtd_socket + std::string(kReadOnlySuffix);
   if (::access(read_only_daemon.c_str(), F_OK) == 0) {
-    auto read_only = serve_socket(config.socket + std::string(kReadOnlySuffix), read_only_daemon);
+    auto read_only =
+        serve_socket(config.socket + std::string(kReadOnlySuffix), read_only_daemon, relay->migration_source_);
     if (!read_only) return fail(read_only.error());
     relay->servers_.push_back(std::move(*read_only));
   }

@@ -72,9 +72,13 @@ Test(hook, leaves_another_programs_hook_alone) {
 }
 
 Test(hook, ignores_other_operations_and_domains_without_the_element) {
-  cr_assert(run_qemu_hook(g_dir, "started", "begin", "not even XML").has_value());
-  cr_assert(run_qemu_hook(g_dir, "migrate", "begin", "").has_value());
-  cr_assert(run_qemu_hook(g_dir, "prepare", "begin", "<domain id='1'><name>plain</name></domain>").has_value());
+  cr_assert(run_qemu_hook(g_dir, "stopped", "end", "not even XML").has_value());
+  const char* plain = "<domain id='1'><name>plain</name><uuid>8a385a63-8db3-40fd-b937-40dd2c13a674</uuid></domain>";
+  for (const char* operation : {"prepare", "started", "migrate"}) {
+    auto done = run_qemu_hook(g_dir, operation, "begin", plain);
+    cr_assert(done.has_value(), "%s: %s", operation, done ? "" : done.error().to_string().c_str());
+    cr_assert(done->empty(), "%s printed XML for a domain vmpod does not move", operation);
+  }
   cr_assert(!std::filesystem::exists(g_dir + "/libvirt"), "a domain without the element got a directory");
 }
 

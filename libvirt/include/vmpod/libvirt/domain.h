@@ -23,6 +23,7 @@ inline constexpr std::string_view kMetadataNamespace = "https://vmpod.dev/xmlns/
 
 struct Domain {
   std::string name;
+  std::string uuid;          // as <uuid> has it
   int id = -1;               // -1 for a domain that is not running
   bool file_backed = false;  // <memoryBacking><source type='file'/>
   // The vmpod element as podfs placement text ("pods=2 stripe=1M"); none:

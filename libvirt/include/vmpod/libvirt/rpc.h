@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -25,6 +26,14 @@ inline constexpr uint32_t kRemoteProgram = 0x20008086;  // REMOTE_PROGRAM
 inline constexpr uint32_t kRemoteVersion = 1;
 inline constexpr int32_t kProcConnectOpen = 1;      // REMOTE_PROC_CONNECT_OPEN
 inline constexpr int32_t kProcConnectGetUri = 110;  // REMOTE_PROC_CONNECT_GET_URI
+// The steps of a migration (protocol version 3 with typed parameters, what
+// libvirt 9.0's clients use), as migration.h takes part in them.
+inline constexpr int32_t kProcMigrateBegin3 = 302;    // REMOTE_PROC_DOMAIN_MIGRATE_BEGIN3_PARAMS
+inline constexpr int32_t kProcMigratePerform3 = 305;  // ..._PERFORM3_PARAMS
+inline constexpr int32_t kProcMigrateFinish3 = 306;   // ..._FINISH3_PARAMS
+inline constexpr int32_t kProcMigrateConfirm3 = 307;  // ..._CONFIRM3_PARAMS
+inline constexpr uint32_t kMigratePeerToPeer = 1u << 1;  // VIR_MIGRATE_PEER2PEER
+inline constexpr uint32_t kMaxTypedParams = 64;          // REMOTE_DOMAIN_MIGRATE_PARAM_LIST_MAX
 inline constexpr uint32_t kLengthBytes = 4;
 inline constexpr uint32_t kHeaderBytes = 24;
 inline constexpr uint32_t kMaxPacketBytes = 33554432 + kLengthBytes;  // VIR_NET_MESSAGE_MAX
@@ -34,6 +43,7 @@ inline constexpr uint32_t kMaxString = 4194304;                       // REMOTE_
 // virterror.h values the relay's own errors carry.
 inline constexpr int32_t kErrorNoConnect = 5;    // VIR_ERR_NO_CONNECT
 inline constexpr int32_t kErrorInvalidArg = 8;   // VIR_ERR_INVALID_ARG
+inline constexpr int32_t kErrorOperationFailed = 9;  // VIR_ERR_OPERATION_FAILED
 inline constexpr int32_t kFromRemote = 13;       // VIR_FROM_REMOTE
 
 enum class MessageType : int32_t {
@@ -68,6 +78,28 @@ Result<uint32_t> fd_count(const Header& header, std::string_view packet);
 // The REPLY with status ERROR that answers `call`: libvirt's remote_error
 // with `message`, which virsh prints.
 std::string error_reply(const Header& call, int32_t code, int32_t domain, std::string_view message);
+
+// remote_nonnull_domain: how a call names a domain.
+struct DomainRef {
+  std::string name;
+  std::string uuid;  // in its text form
+  int32_t id = -1;
+};
+
+// A call of one of the migration steps above, with what it says.
+struct MigrationCall {
+  int32_t procedure = 0;
+  DomainRef domain;        // Begin3, Perform3, Confirm3
+  uint32_t flags = 0;      // Begin3, Perform3, Confirm3 (VIR_MIGRATE_*)
+  bool cancelled = false;  // Confirm3
+};
+// nullopt for any other packet; kInvalidArgument for a malformed one.
+Result<std::optional<MigrationCall>> migration_call(const Header& header, std::string_view packet);
+// Finish3's reply: the domain that now runs here.
+Result<DomainRef> finish3_domain(std::string_view packet);
+// Begin3's reply with its domain XML replaced by edit(XML).
+Result<std::string> edit_begin3_xml(std::string_view packet,
+                                    const std::function<Result<std::string>(std::string_view)>& edit);
 
 // The URI libvirtd opens for a client's: "vmpod:///system" (with any query)
 // is libvirt's QEMU driver, "qemu:///system"; another vmpod URI is an

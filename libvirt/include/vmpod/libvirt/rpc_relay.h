@@ -10,6 +10,9 @@
 // authentication to the real client; the relay's socket copies the owner,
 // group and mode of libvirtd's. A relay that is not root can act only for
 // its own user.
+//
+// It also takes part in `virsh migrate` of domains whose RAM is in memory
+// pods, so that their RAM is not copied (migration.h).
 #pragma once
 
 #include <memory>
@@ -18,6 +21,8 @@
 #include <vector>
 
 #include <vmpod/base/result.h>
+#include <vmpod/libvirt/migration.h>
+#include <vmpod/libvirt/ram_backing.h>
 #include <vmpod/net/stream_server.h>
 
 namespace vmpod::libvirt {
@@ -30,6 +35,7 @@ inline constexpr std::string_view kReadOnlySuffix = "-ro";
 struct RpcRelayConfig {
   std::string socket = std::string(kRelaySocket);
   std::string libvirtd_socket = std::string(kLibvirtdSocket);
+  std::string memory_backing_dir = std::string(kDefaultRamBackingDir);  // this host's podfs
 };
 
 class RpcRelay {
@@ -41,7 +47,9 @@ class RpcRelay {
   ~RpcRelay();  // closes every relayed connection and removes the sockets
 
  private:
-  RpcRelay() = default;
+  explicit RpcRelay(const RpcRelayConfig& config)
+      : migration_source_(config.memory_backing_dir, config.libvirtd_socket) {}
+  MigrationSource migration_source_;  // before the servers, whose connections use it
   std::vector<std::unique_ptr<net::StreamServer>> servers_;
 };
 

@@ -1,0 +1,113 @@
+// `virsh migrate` of a domain whose RAM is in memory pods, without copying
+// the RAM: libvirt moves the device state as it always does, and the RAM
+// file on the source's podfs reappears on the destination's over the same
+// regions. libvirt 9.0 would stream every page; vmpod turns on QEMU's
+// x-ignore-shared on both QEMUs so that shared RAM stays out of the stream.
+//
+// The steps, each where libvirt gives vmpod a hand in (rpc.h names the
+// calls, the relay and the hook do them):
+//   source relay, Begin3 call     x-ignore-shared on the source QEMU (through
+//                                 libvirt's own monitor), dirty pages written back
+//   source relay, Begin3 reply    the RAM file's regions into the domain XML
+//                                 that goes to the destination (<vmpod:ram>)
+//   destination hook, migrate     takes <vmpod:ram> out of the XML (the tokens
+//                                 stay root's, in the migration directory) and
+//                                 gives QEMU a second monitor, vmpod's
+//   destination hook, prepare     adopts the regions as the domain's pc.ram
+//   destination hook, started     x-ignore-shared on the new QEMU (vmpod's monitor)
+//   source relay, Perform3 reply  the source QEMU has stopped: its last dirty
+//                                 pages written back, its file let go of
+//   destination relay, Finish3 reply  the destination's file owns the regions
+//   source relay, Confirm3 call   if the migration was cancelled, the source's
+//                                 file owns them again and the guest goes on there
+// Until a side owns the regions, its unlink (libvirt removing the domain's
+// directory) leaves them: a failure at any step loses no page.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <vmpod/base/result.h>
+#include <vmpod/libvirt/rpc.h>
+
+namespace vmpod::libvirt {
+
+// The namespace of <vmpod:ram regions='...'/>, apart from the user's
+// <vmpod:memory> element, and seen only between Begin3 and the migrate hook.
+inline constexpr std::string_view kMigrationNamespace = "https://vmpod.dev/xmlns/libvirt/1/migration";
+// The file libvirt's QEMU maps as the guest's RAM in the domain's directory.
+inline constexpr std::string_view kRamFile = "pc.ram";
+
+// The domain XML with <vmpod:ram regions='HANDOVER'/> in its <metadata>.
+Result<std::string> with_ram_handover(std::string_view domain_xml, std::string_view handover);
+
+struct IncomingDomain {
+  std::string xml;                      // what the destination's libvirt runs
+  std::optional<std::string> handover;  // from <vmpod:ram>; none: not vmpod's
+};
+// The incoming XML without <vmpod:ram>, and, when it had one, with vmpod's
+// QMP monitor at `monitor_socket` on QEMU's command line (replacing one
+// from an earlier move).
+Result<IncomingDomain> incoming_domain(std::string_view domain_xml, const std::string& monitor_socket);
+
+// Where a host keeps what moves in with a domain, next to its podfs: the
+// regions waiting for prepare (root's alone), and vmpod's monitor socket.
+std::string migration_dir(const std::string& memory_backing_dir);
+std::string handover_path(const std::string& memory_backing_dir, const std::string& uuid);
+std::string monitor_dir(const std::string& memory_backing_dir, const std::string& uuid);
+std::string monitor_socket(const std::string& memory_backing_dir, const std::string& uuid);
+
+// A podfs file's side of the handover (podfs_placement.h).
+Result<std::string> ram_regions(const std::string& ram_file);
+Status set_ram_owned(const std::string& ram_file, bool owned);
+bool ram_owned(const std::string& ram_file);
+// Writes the file's dirty cached pages back to the memory pods.
+Status write_back(const std::string& ram_file);
+
+// The source's side, for the relay: a running domain of libvirtd's.
+class MigrationSource {
+ public:
+  MigrationSource(std::string memory_backing_dir, std::string libvirtd_socket)
+      : backing_(std::move(memory_backing_dir)), libvirtd_socket_(std::move(libvirtd_socket)) {}
+
+  // The RAM file of the running domain NAME with id ID, if it is on podfs.
+  std::optional<std::string> ram_file(const std::string& name, int id) const;
+  // x-ignore-shared on the domain's QEMU, through libvirtd (a migration's
+  // job has not begun yet, so libvirt lets the command through).
+  Status ignore_shared(const std::string& uuid) const;
+
+ private:
+  std::string backing_;
+  std::string libvirtd_socket_;
+};
+
+// x-ignore-shared on the QEMU behind a QMP socket.
+Status ignore_shared_at(const std::string& qmp_socket);
+
+// One relayed connection's part in the migrations of vmpod's domains (the
+// steps at the top): it sees every packet, acts where a step needs it and
+// may change the packet; packets of other domains and calls pass as they
+// are. A step that cannot be done fails the call with the reason, which
+// virsh shows, and libvirt then leaves the guest on the source.
+class MigrationRelay {
+ public:
+  explicit MigrationRelay(const MigrationSource& source) : source_(source) {}
+  Result<rpc::UriRewriter::FromClient> from_client(std::string packet);
+  Result<std::string> from_daemon(std::string packet);
+
+ private:
+  struct Step {
+    rpc::MigrationCall call;
+    std::string ram_file;
+  };
+  // Where the reply needs the relay too (Begin3's XML, Perform3's end),
+  // by serial.
+  std::mutex mutex_;
+  std::map<uint32_t, Step> awaiting_reply_;
+  const MigrationSource& source_;
+};
+
+}  // namespace vmpod::libvirt

@@ -1,0 +1,362 @@
+#include <vmpod/libvirt/migration.h>
+
+#include <fcntl.h>
+#include <libvirt/libvirt-qemu.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <vmpod/cpuserver/podfs_placement.h>
+#include <vmpod/libvirt/domain.h>
+#include <vmpod/net/socket.h>
+#include <vmpod/qmp/qmp_client.h>
+
+namespace vmpod::libvirt {
+
+namespace {
+
+constexpr std::string_view kQemuNamespace = "http://libvirt.org/schemas/domain/qemu/1.0";
+// vmpod's monitor on QEMU's command line: -chardev socket,id=ID,... -mon chardev=ID,mode=control
+constexpr std::string_view kMonitorId = "vmpod-monitor";
+
+struct DocFree {
+  void operator()(xmlDoc* doc) const { xmlFreeDoc(doc); }
+};
+using Doc = std::unique_ptr<xmlDoc, DocFree>;
+
+const xmlChar* xml_text(std::string_view text) { return reinterpret_cast<const xmlChar*>(text.data()); }
+
+Result<Doc> read_domain(std::string_view xml) {
+  if (xml.size() > 16u << 20) return fail(ErrorCode::kInvalidArgument, "domain XML over 16 MiB");
+  Doc doc(xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "domain.xml", nullptr,
+                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
+  if (!doc) return fail(ErrorCode::kInvalidArgument, "domain XML: malformed");
+  const xmlNode* root = xmlDocGetRootElement(doc.get());
+  if (root == nullptr || std::strcmp(reinterpret_cast<const char*>(root->name), "domain") != 0) {
+    return fail(ErrorCode::kInvalidArgument, "not a <domain>");
+  }
+  return doc;
+}
+
+std::string write_domain(xmlDoc* doc) {
+  xmlBuffer* buffer = xmlBufferCreate();
+  xmlNodeDump(buffer, doc, xmlDocGetRootElement(doc), 0, 0);
+  std::string text(reinterpret_cast<const char*>(xmlBufferContent(buffer)), static_cast<size_t>(xmlBufferLength(buffer)));
+  xmlBufferFree(buffer);
+  return text + "\n";
+}
+
+bool in_namespace(const xmlNode* node, std::string_view href, const char* name) {
+  return node->type == XML_ELEMENT_NODE && node->ns != nullptr && node->ns->href != nullptr &&
+         std::string_view(reinterpret_cast<const char*>(node->ns->href)) == href &&
+         std::strcmp(reinterpret_cast<const char*>(node->name), name) == 0;
+}
+
+xmlNode* child_named(xmlNode* parent, const char* name) {
+  for (xmlNode* node = parent->children; node != nullptr; node = node->next) {
+    if (node->type == XML_ELEMENT_NODE && node->ns == nullptr && std::strcmp(reinterpret_cast<const char*>(node->name), name) == 0) {
+      return node;
+    }
+  }
+  return nullptr;
+}
+
+// Unlinks and frees the children of `parent` for which `drop` holds.
+template <class Drop>
+void remove_children(xmlNode* parent, Drop drop) {
+  for (xmlNode* node = parent->children; node != nullptr;) {
+    xmlNode* next = node->next;
+    if (drop(node)) {
+      xmlUnlinkNode(node);
+      xmlFreeNode(node);
+    }
+    node = next;
+  }
+}
+
+// An element in namespace `href` below `parent`, declaring it itself.
+xmlNode* add_namespaced(xmlNode* parent, std::string_view href, const char* prefix, const char* name) {
+  xmlNode* node = xmlNewChild(parent, nullptr, xml_text(name), nullptr);
+  xmlSetNs(node, xmlNewNs(node, xml_text(href), xml_text(prefix)));
+  return node;
+}
+
+std::string arg_value(const xmlNode* arg) {
+  xmlChar* value = xmlGetNoNsProp(arg, xml_text("value"));
+  if (value == nullptr) return {};
+  std::string text(reinterpret_cast<const char*>(value));
+  xmlFree(value);
+  return text;
+}
+
+// The arguments vmpod put on the command line: each option and its value.
+bool vmpod_monitor_arg(const std::string& value) {
+  return value.starts_with(fmt::format("socket,id={},", kMonitorId)) ||
+         value == fmt::format("chardev={},mode=control", kMonitorId);
+}
+
+void set_monitor(xmlNode* root, const std::string& monitor_socket) {
+  xmlNode* commandline = nullptr;
+  for (xmlNode* node = root->children; node != nullptr; node = node->next) {
+    if (in_namespace(node, kQemuNamespace, "commandline")) commandline = node;
+  }
+  if (commandline == nullptr) commandline = add_namespaced(root, kQemuNamespace, "qemu", "commandline");
+  // A monitor of an earlier move goes, with the option before its value.
+  for (xmlNode* node = commandline->children; node != nullptr;) {
+    xmlNode* next = node->next;
+    while (next != nullptr && next->type != XML_ELEMENT_NODE) next = next->next;
+    if (in_namespace(node, kQemuNamespace, "arg") && next != nullptr && vmpod_monitor_arg(arg_value(next))) {
+      xmlNode* after = next->next;
+      for (xmlNode* gone : {node, next}) {
+        xmlUnlinkNode(gone);
+        xmlFreeNode(gone);
+      }
+      node = after;
+      continue;
+    }
+    node = next;
+  }
+  for (const std::string& value : {std::string("-chardev"),
+                                   fmt::format("socket,id={},path={},server=on,wait=off", kMonitorId, monitor_socket),
+                                   std::string("-mon"), fmt::format("chardev={},mode=control", kMonitorId)}) {
+    xmlNode* arg = xmlNewChild(commandline, commandline->ns, xml_text("arg"), nullptr);
+    xmlNewProp(arg, xml_text("value"), xml_text(value));
+  }
+}
+
+tl::unexpected<Error> xattr_error(const std::string& what, const std::string& file) {
+  return fail_errno(fmt::format("{} of {}", what, file), errno);
+}
+
+}  // namespace
+
+Result<std::string> with_ram_handover(std::string_view domain_xml, std::string_view handover) {
+  auto doc = read_domain(domain_xml);
+  if (!doc) return fail(doc.error());
+  xmlNode* root = xmlDocGetRootElement(doc->get());
+  xmlNode* metadata = child_named(root, "metadata");
+  if (metadata == nullptr) metadata = xmlNewChild(root, nullptr, xml_text("metadata"), nullptr);
+  remove_children(metadata, [](const xmlNode* node) { return in_namespace(node, kMigrationNamespace, "ram"); });
+  xmlNode* ram = add_namespaced(metadata, kMigrationNamespace, "vmpod", "ram");
+  xmlNewProp(ram, xml_text("regions"), xml_text(std::string(handover)));
+  return write_domain(doc->get());
+}
+
+Result<IncomingDomain> incoming_domain(std::string_view domain_xml, const std::string& monitor_socket) {
+  if (monitor_socket.find(',') != std::string::npos) {
+    return fail(ErrorCode::kInvalidArgument, "a monitor socket path with a comma: " + monitor_socket);
+  }
+  auto doc = read_domain(domain_xml);
+  if (!doc) return fail(doc.error());
+  xmlNode* root = xmlDocGetRootElement(doc->get());
+  IncomingDomain incoming;
+  if (xmlNode* metadata = child_named(root, "metadata")) {
+    remove_children(metadata, [&](const xmlNode* node) {
+      if (!in_namespace(node, kMigrationNamespace, "ram")) return false;
+      if (incoming.handover) return true;
+      xmlChar* regions = xmlGetNoNsProp(node, xml_text("regions"));
+      incoming.handover = regions ? std::string(reinterpret_cast<const char*>(regions)) : std::string();
+      xmlFree(regions);
+      return true;
+    });
+  }
+  if (!incoming.handover) {
+    incoming.xml = std::string(domain_xml);
+    return incoming;
+  }
+  auto parsed = cpuserver::parse_handover(*incoming.handover);
+  if (!parsed) return fail(parsed.error().context("<vmpod:ram>"));
+  set_monitor(root, monitor_socket);
+  incoming.xml = write_domain(doc->get());
+  return incoming;
+}
+
+std::string migration_dir(const std::string& memory_backing_dir) { return memory_backing_dir + ".migration"; }
+
+std::string handover_path(const std::string& memory_backing_dir, const std::string& uuid) {
+  return migration_dir(memory_backing_dir) + "/" + uuid + ".regions";
+}
+
+std::string monitor_dir(const std::string& memory_backing_dir, const std::string& uuid) {
+  return migration_dir(memory_backing_dir) + "/" + uuid;
+}
+
+std::string monitor_socket(const std::string& memory_backing_dir, const std::string& uuid) {
+  return monitor_dir(memory_backing_dir, uuid) + "/monitor.sock";
+}
+
+Result<std::string> ram_regions(const std::string& ram_file) {
+  char value[4096];
+  ssize_t n = ::getxattr(ram_file.c_str(), std::string(cpuserver::kRegionsXattr).c_str(), value, sizeof(value));
+  if (n < 0) return xattr_error("the regions", ram_file);
+  return std::string(value, static_cast<size_t>(n));
+}
+
+Status set_ram_owned(const std::string& ram_file, bool owned) {
+  std::string_view value = owned ? "yes" : "no";
+  if (::setxattr(ram_file.c_str(), std::string(cpuserver::kOwnedXattr).c_str(), value.data(), value.size(), 0) != 0) {
+    return xattr_error(owned ? "owning the regions" : "letting go of the regions", ram_file);
+  }
+  return {};
+}
+
+bool ram_owned(const std::string& ram_file) {
+  char value[8];
+  ssize_t n = ::getxattr(ram_file.c_str(), std::string(cpuserver::kOwnedXattr).c_str(), value, sizeof(value));
+  return n != 2 || std::string_view(value, 2) != "no";
+}
+
+Status write_back(const std::string& ram_file) {
+  net::Fd fd(::open(ram_file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return fail_errno("open " + ram_file, errno);
+  if (::fsync(fd.get()) != 0) return fail_errno("writing back " + ram_file, errno);
+  return {};
+}
+
+std::optional<std::string> MigrationSource::ram_file(const std::string& name, int id) const {
+  Domain domain;
+  domain.name = name;
+  domain.id = id;
+  std::string file = backing_ + "/" + domain_ram_dir(domain) + "/" + std::string(kRamFile);
+  char value[8];
+  if (::getxattr(file.c_str(), std::string(cpuserver::kOwnedXattr).c_str(), value, sizeof(value)) < 0) return std::nullopt;
+  return file;
+}
+
+Status MigrationSource::ignore_shared(const std::string& uuid) const {
+  // libvirt's own connection object, as root, to the libvirtd the relay serves.
+  const std::string uri = "qemu+unix:///system?socket=" + libvirtd_socket_;
+  auto libvirt_error = [](std::string_view what) {
+    const virError* error = virGetLastError();
+    return Error(ErrorCode::kUnavailable,
+                 fmt::format("{}: {}", what, error && error->message ? error->message : "libvirt failed"));
+  };
+  std::unique_ptr<virConnect, int (*)(virConnectPtr)> connection(virConnectOpen(uri.c_str()), virConnectClose);
+  if (!connection) return fail(libvirt_error("connecting to " + uri));
+  std::unique_ptr<virDomain, int (*)(virDomainPtr)> domain(virDomainLookupByUUIDString(connection.get(), uuid.c_str()),
+                                                           virDomainFree);
+  if (!domain) return fail(libvirt_error("domain " + uuid));
+  char* reply = nullptr;
+  const char* command =
+      R"({"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"x-ignore-shared","state":true}]}})";
+  if (virDomainQemuMonitorCommand(domain.get(), command, &reply, 0) != 0) {
+    return fail(libvirt_error("x-ignore-shared on domain " + uuid));
+  }
+  std::string answer(reply ? reply : "");
+  std::free(reply);
+  if (answer.find("\"return\"") == std::string::npos) {
+    return fail(ErrorCode::kInternal, "x-ignore-shared on domain " + uuid + ": " + answer);
+  }
+  return {};
+}
+
+Status ignore_shared_at(const std::string& qmp_socket) {
+  auto client = qmp::QmpClient::connect(net::SocketAddress{net::SocketAddress::Kind::kUnix, qmp_socket, {}, 0},
+                                        std::chrono::seconds(5));
+  if (!client) return fail(client.error().context("vmpod's monitor at " + qmp_socket));
+  auto set = (*client)->execute("migrate-set-capabilities",
+                                {{"capabilities", {{{"capability", "x-ignore-shared"}, {"state", true}}}}});
+  if (!set) return fail(set.error().context("x-ignore-shared"));
+  return {};
+}
+
+Result<rpc::UriRewriter::FromClient> MigrationRelay::from_client(std::string packet) {
+  auto header = rpc::parse_header(packet);
+  if (!header) return fail(header.error());
+  auto call = rpc::migration_call(*header, packet);
+  if (!call) return fail(call.error());
+  if (!*call) return rpc::UriRewriter::FromClient{std::move(packet)};
+  const rpc::DomainRef& domain = (*call)->domain;
+  auto ram = source_.ram_file(domain.name, domain.id);
+  if (!ram) return rpc::UriRewriter::FromClient{std::move(packet)};
+  auto refuse = [&](const std::string& reason) {
+    spdlog::warn("libvirt relay: migration of {}: {}", domain.name, reason);
+    return rpc::UriRewriter::FromClient{
+        rpc::error_reply(*header, rpc::kErrorOperationFailed, rpc::kFromRemote,
+                         fmt::format("vmpod: domain {} (RAM in memory pods): {}", domain.name, reason)),
+        true};
+  };
+  switch ((*call)->procedure) {
+    case rpc::kProcMigrateBegin3: {
+      if (Status shared = source_.ignore_shared(domain.uuid); !shared) return refuse(shared.error().message());
+      // Most dirty pages go back now, while the guest runs; the rest once it stops.
+      if (Status written = write_back(*ram); !written) return refuse(written.error().message());
+      break;
+    }
+    case rpc::kProcMigratePerform3:
+      if ((*call)->flags & rpc::kMigratePeerToPeer) {
+        return refuse("vmpod moves its RAM only in a migration the client drives: leave out --p2p and --tunnelled");
+      }
+      break;
+    default:  // Confirm3
+      if ((*call)->cancelled) {
+        if (Status owned = set_ram_owned(*ram, true); !owned) {
+          spdlog::error("libvirt relay: migration of {} cancelled: {}", domain.name, owned.error().message());
+        }
+      }
+      return rpc::UriRewriter::FromClient{std::move(packet)};
+  }
+  std::lock_guard lock(mutex_);
+  awaiting_reply_[header->serial] = Step{**call, *ram};
+  return rpc::UriRewriter::FromClient{std::move(packet)};
+}
+
+Result<std::string> MigrationRelay::from_daemon(std::string packet) {
+  auto header = rpc::parse_header(packet);
+  if (!header) return fail(header.error());
+  if (header->program != rpc::kRemoteProgram || header->type != rpc::MessageType::kReply) return packet;
+  if (header->procedure == rpc::kProcMigrateFinish3 && header->status == rpc::MessageStatus::kOk) {
+    // The guest runs here now: this host's file frees its regions from now on.
+    auto domain = rpc::finish3_domain(packet);
+    if (!domain) return fail(domain.error());
+    auto ram = source_.ram_file(domain->name, domain->id);
+    if (ram && !ram_owned(*ram)) {
+      if (Status owned = set_ram_owned(*ram, true); !owned) {
+        spdlog::error("libvirt relay: domain {} moved in: {}", domain->name, owned.error().message());
+      }
+    }
+    return packet;
+  }
+  Step step;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = awaiting_reply_.find(header->serial);
+    if (it == awaiting_reply_.end() || it->second.call.procedure != header->procedure) return packet;
+    step = std::move(it->second);
+    awaiting_reply_.erase(it);
+  }
+  if (header->status != rpc::MessageStatus::kOk) return packet;
+  const std::string& name = step.call.domain.name;
+  auto failed = [&](const Error& reason) {
+    spdlog::warn("libvirt relay: migration of {}: {}", name, reason.message());
+    return rpc::error_reply(*header, rpc::kErrorOperationFailed, rpc::kFromRemote,
+                            fmt::format("vmpod: domain {} (RAM in memory pods): {}", name, reason.message()));
+  };
+  if (step.call.procedure == rpc::kProcMigrateBegin3) {
+    auto regions = ram_regions(step.ram_file);
+    if (!regions) return failed(regions.error());
+    auto edited = rpc::edit_begin3_xml(packet, [&](std::string_view xml) { return with_ram_handover(xml, *regions); });
+    if (!edited) return failed(edited.error());
+    return *edited;
+  }
+  // Perform3 is over: the source QEMU has sent its devices and stopped.
+  // Its last dirty pages go to the memory pods before the destination runs,
+  // and its file lets go of the regions (Confirm3 takes them back if the
+  // move is cancelled).
+  if (Status written = write_back(step.ram_file); !written) return failed(written.error());
+  if (Status released = set_ram_owned(step.ram_file, false); !released) return failed(released.error());
+  spdlog::info("libvirt relay: domain {} sent without its RAM; {} written back", name, step.ram_file);
+  return packet;
+}
+
+}  // namespace vmpod::libvirt
