@@ -169,6 +169,9 @@ Result<std::string> migrate(const std::string& backing, const Domain& domain, st
   ::chmod(migration_dir(backing).c_str(), 0711);
   VMPOD_TRY_CTX(write_file_atomically(handover_path(backing, domain.uuid), *incoming->handover, 0600),
                 "domain " + domain.name);
+  // The source paused a running guest for the move; the relay here
+  // resumes it once libvirt's Finish is over.
+  if (incoming->running) VMPOD_TRY_CTX(write_file(resume_path(backing, domain.uuid), ""), "domain " + domain.name);
   return incoming->xml;
 }
 
@@ -194,6 +197,7 @@ Status release(const std::string& backing, const Domain& domain) {
   if (!domain.uuid.empty()) {
     std::filesystem::remove_all(monitor_dir(backing, domain.uuid), error);
     ::unlink(handover_path(backing, domain.uuid).c_str());
+    ::unlink(resume_path(backing, domain.uuid).c_str());
   }
   return {};
 }

@@ -140,7 +140,7 @@ tl::unexpected<Error> xattr_error(const std::string& what, const std::string& fi
 
 }  // namespace
 
-Result<std::string> with_ram_handover(std::string_view domain_xml, std::string_view handover) {
+Result<std::string> with_ram_handover(std::string_view domain_xml, std::string_view handover, bool running) {
   auto doc = read_domain(domain_xml);
   if (!doc) return fail(doc.error());
   xmlNode* root = xmlDocGetRootElement(doc->get());
@@ -149,6 +149,7 @@ Result<std::string> with_ram_handover(std::string_view domain_xml, std::string_v
   remove_children(metadata, [](const xmlNode* node) { return in_namespace(node, kMigrationNamespace, "ram"); });
   xmlNode* ram = add_namespaced(metadata, kMigrationNamespace, "vmpod", "ram");
   xmlNewProp(ram, xml_text("regions"), xml_text(std::string(handover)));
+  xmlNewProp(ram, xml_text("running"), xml_text(running ? "yes" : "no"));
   return write_domain(doc->get());
 }
 
@@ -167,6 +168,9 @@ Result<IncomingDomain> incoming_domain(std::string_view domain_xml, const std::s
       xmlChar* regions = xmlGetNoNsProp(node, xml_text("regions"));
       incoming.handover = regions ? std::string(reinterpret_cast<const char*>(regions)) : std::string();
       xmlFree(regions);
+      xmlChar* running = xmlGetNoNsProp(node, xml_text("running"));
+      incoming.running = running != nullptr && std::string_view(reinterpret_cast<const char*>(running)) == "yes";
+      xmlFree(running);
       return true;
     });
   }
@@ -193,6 +197,10 @@ std::string monitor_dir(const std::string& memory_backing_dir, const std::string
 
 std::string monitor_socket(const std::string& memory_backing_dir, const std::string& uuid) {
   return monitor_dir(memory_backing_dir, uuid) + "/monitor.sock";
+}
+
+std::string resume_path(const std::string& memory_backing_dir, const std::string& uuid) {
+  return migration_dir(memory_backing_dir) + "/" + uuid + ".resume";
 }
 
 Result<std::string> ram_regions(const std::string& ram_file) {
@@ -223,7 +231,7 @@ Status write_back(const std::string& ram_file) {
   return {};
 }
 
-std::optional<std::string> MigrationSource::ram_file(const std::string& name, int id) const {
+std::optional<std::string> MigrationHost::ram_file(const std::string& name, int id) const {
   Domain domain;
   domain.name = name;
   domain.id = id;
@@ -233,31 +241,60 @@ std::optional<std::string> MigrationSource::ram_file(const std::string& name, in
   return file;
 }
 
-Status MigrationSource::ignore_shared(const std::string& uuid) const {
+template <class Call>
+Status MigrationHost::on_domain(const std::string& uuid, std::string_view what, Call call) const {
   // libvirt's own connection object, as root, to the libvirtd the relay serves.
   const std::string uri = "qemu+unix:///system?socket=" + libvirtd_socket_;
-  auto libvirt_error = [](std::string_view what) {
+  auto libvirt_error = [&](std::string_view doing) {
     const virError* error = virGetLastError();
-    return Error(ErrorCode::kUnavailable,
-                 fmt::format("{}: {}", what, error && error->message ? error->message : "libvirt failed"));
+    return fail(ErrorCode::kUnavailable, fmt::format("{} domain {}: {}", doing, uuid,
+                                                     error && error->message ? error->message : "libvirt failed"));
   };
   std::unique_ptr<virConnect, int (*)(virConnectPtr)> connection(virConnectOpen(uri.c_str()), virConnectClose);
-  if (!connection) return fail(libvirt_error("connecting to " + uri));
+  if (!connection) return libvirt_error("connecting to " + uri + " for");
   std::unique_ptr<virDomain, int (*)(virDomainPtr)> domain(virDomainLookupByUUIDString(connection.get(), uuid.c_str()),
                                                            virDomainFree);
-  if (!domain) return fail(libvirt_error("domain " + uuid));
-  char* reply = nullptr;
-  const char* command =
-      R"({"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"x-ignore-shared","state":true}]}})";
-  if (virDomainQemuMonitorCommand(domain.get(), command, &reply, 0) != 0) {
-    return fail(libvirt_error("x-ignore-shared on domain " + uuid));
-  }
-  std::string answer(reply ? reply : "");
-  std::free(reply);
+  if (!domain || !call(domain.get())) return libvirt_error(what);
+  return {};
+}
+
+Status MigrationHost::ignore_shared(const std::string& uuid) const {
+  std::string answer;
+  Status sent = on_domain(uuid, "x-ignore-shared on", [&](virDomainPtr domain) {
+    char* reply = nullptr;
+    const char* command = R"({"execute":"migrate-set-capabilities","arguments":{"capabilities":)"
+                          R"([{"capability":"x-ignore-shared","state":true}]}})";
+    if (virDomainQemuMonitorCommand(domain, command, &reply, 0) != 0) return false;
+    answer = reply ? reply : "";
+    std::free(reply);
+    return true;
+  });
+  if (!sent) return sent;
   if (answer.find("\"return\"") == std::string::npos) {
     return fail(ErrorCode::kInternal, "x-ignore-shared on domain " + uuid + ": " + answer);
   }
   return {};
+}
+
+Result<bool> MigrationHost::running(const std::string& uuid) const {
+  int state = VIR_DOMAIN_NOSTATE;
+  Status asked = on_domain(uuid, "the state of", [&](virDomainPtr domain) {
+    return virDomainGetState(domain, &state, nullptr, 0) == 0;
+  });
+  if (!asked) return fail(asked.error());
+  return state == VIR_DOMAIN_RUNNING;
+}
+
+Status MigrationHost::suspend(const std::string& uuid) const {
+  return on_domain(uuid, "pausing", [](virDomainPtr domain) { return virDomainSuspend(domain) == 0; });
+}
+
+Status MigrationHost::resume(const std::string& uuid) const {
+  return on_domain(uuid, "resuming", [](virDomainPtr domain) {
+    int state = VIR_DOMAIN_NOSTATE;
+    if (virDomainGetState(domain, &state, nullptr, 0) != 0) return false;
+    return state != VIR_DOMAIN_PAUSED || virDomainResume(domain) == 0;
+  });
 }
 
 Status ignore_shared_at(const std::string& qmp_socket) {
@@ -277,7 +314,7 @@ Result<rpc::UriRewriter::FromClient> MigrationRelay::from_client(std::string pac
   if (!call) return fail(call.error());
   if (!*call) return rpc::UriRewriter::FromClient{std::move(packet)};
   const rpc::DomainRef& domain = (*call)->domain;
-  auto ram = source_.ram_file(domain.name, domain.id);
+  auto ram = host_.ram_file(domain.name, domain.id);
   if (!ram) return rpc::UriRewriter::FromClient{std::move(packet)};
   auto refuse = [&](const std::string& reason) {
     spdlog::warn("libvirt relay: migration of {}: {}", domain.name, reason);
@@ -286,28 +323,42 @@ Result<rpc::UriRewriter::FromClient> MigrationRelay::from_client(std::string pac
                          fmt::format("vmpod: domain {} (RAM in memory pods): {}", domain.name, reason)),
         true};
   };
-  switch ((*call)->procedure) {
+  Step step{**call, *ram, false};
+  switch (step.call.procedure) {
     case rpc::kProcMigrateBegin3: {
-      if (Status shared = source_.ignore_shared(domain.uuid); !shared) return refuse(shared.error().message());
-      // Most dirty pages go back now, while the guest runs; the rest once it stops.
+      if (Status shared = host_.ignore_shared(domain.uuid); !shared) return refuse(shared.error().message());
+      // Most dirty pages go back now, while the guest runs; the rest once it is paused.
       if (Status written = write_back(*ram); !written) return refuse(written.error().message());
       break;
     }
-    case rpc::kProcMigratePerform3:
-      if ((*call)->flags & rpc::kMigratePeerToPeer) {
+    case rpc::kProcMigratePerform3: {
+      if (step.call.flags & rpc::kMigratePeerToPeer) {
         return refuse("vmpod moves its RAM only in a migration the client drives: leave out --p2p and --tunnelled");
       }
+      auto running = host_.running(domain.uuid);
+      if (!running) return refuse(running.error().message());
+      if (*running) {
+        if (Status paused = host_.suspend(domain.uuid); !paused) return refuse(paused.error().message());
+        step.paused_here = true;
+        std::lock_guard lock(mutex_);
+        paused_.insert(domain.uuid);
+      }
+      if (Status written = write_back(*ram); !written) {
+        if (step.paused_here) (void)host_.resume(domain.uuid);
+        return refuse(written.error().message());
+      }
       break;
+    }
     default:  // Confirm3
-      if ((*call)->cancelled) {
+      if (step.call.cancelled) {
         if (Status owned = set_ram_owned(*ram, true); !owned) {
           spdlog::error("libvirt relay: migration of {} cancelled: {}", domain.name, owned.error().message());
         }
       }
-      return rpc::UriRewriter::FromClient{std::move(packet)};
+      break;
   }
   std::lock_guard lock(mutex_);
-  awaiting_reply_[header->serial] = Step{**call, *ram};
+  awaiting_reply_[header->serial] = std::move(step);
   return rpc::UriRewriter::FromClient{std::move(packet)};
 }
 
@@ -316,15 +367,7 @@ Result<std::string> MigrationRelay::from_daemon(std::string packet) {
   if (!header) return fail(header.error());
   if (header->program != rpc::kRemoteProgram || header->type != rpc::MessageType::kReply) return packet;
   if (header->procedure == rpc::kProcMigrateFinish3 && header->status == rpc::MessageStatus::kOk) {
-    // The guest runs here now: this host's file frees its regions from now on.
-    auto domain = rpc::finish3_domain(packet);
-    if (!domain) return fail(domain.error());
-    auto ram = source_.ram_file(domain->name, domain->id);
-    if (ram && !ram_owned(*ram)) {
-      if (Status owned = set_ram_owned(*ram, true); !owned) {
-        spdlog::error("libvirt relay: domain {} moved in: {}", domain->name, owned.error().message());
-      }
-    }
+    finished_here(packet);
     return packet;
   }
   Step step;
@@ -335,8 +378,30 @@ Result<std::string> MigrationRelay::from_daemon(std::string packet) {
     step = std::move(it->second);
     awaiting_reply_.erase(it);
   }
-  if (header->status != rpc::MessageStatus::kOk) return packet;
   const std::string& name = step.call.domain.name;
+  const std::string& uuid = step.call.domain.uuid;
+  auto resume_if_paused_here = [&] {
+    bool paused;
+    {
+      std::lock_guard lock(mutex_);
+      paused = paused_.erase(uuid) > 0;
+    }
+    if (!paused) return;
+    if (Status resumed = host_.resume(uuid); !resumed) {
+      spdlog::error("libvirt relay: domain {} stays paused: {}", name, resumed.error().message());
+    }
+  };
+  const bool ok = header->status == rpc::MessageStatus::kOk;
+  if (step.call.procedure == rpc::kProcMigrateConfirm3) {
+    if (step.call.cancelled) resume_if_paused_here();
+    std::lock_guard lock(mutex_);
+    paused_.erase(uuid);
+    return packet;
+  }
+  if (!ok) {
+    if (step.call.procedure == rpc::kProcMigratePerform3) resume_if_paused_here();
+    return packet;
+  }
   auto failed = [&](const Error& reason) {
     spdlog::warn("libvirt relay: migration of {}: {}", name, reason.message());
     return rpc::error_reply(*header, rpc::kErrorOperationFailed, rpc::kFromRemote,
@@ -345,18 +410,43 @@ Result<std::string> MigrationRelay::from_daemon(std::string packet) {
   if (step.call.procedure == rpc::kProcMigrateBegin3) {
     auto regions = ram_regions(step.ram_file);
     if (!regions) return failed(regions.error());
-    auto edited = rpc::edit_begin3_xml(packet, [&](std::string_view xml) { return with_ram_handover(xml, *regions); });
+    auto running = host_.running(uuid);
+    if (!running) return failed(running.error());
+    auto edited = rpc::edit_begin3_xml(
+        packet, [&](std::string_view xml) { return with_ram_handover(xml, *regions, *running); });
     if (!edited) return failed(edited.error());
     return *edited;
   }
-  // Perform3 is over: the source QEMU has sent its devices and stopped.
-  // Its last dirty pages go to the memory pods before the destination runs,
-  // and its file lets go of the regions (Confirm3 takes them back if the
-  // move is cancelled).
-  if (Status written = write_back(step.ram_file); !written) return failed(written.error());
-  if (Status released = set_ram_owned(step.ram_file, false); !released) return failed(released.error());
-  spdlog::info("libvirt relay: domain {} sent without its RAM; {} written back", name, step.ram_file);
+  // Perform3 is over: the source QEMU has sent its devices. Its file lets
+  // go of the regions (Confirm3 takes them back if the move is cancelled).
+  if (Status released = set_ram_owned(step.ram_file, false); !released) {
+    resume_if_paused_here();
+    return failed(released.error());
+  }
+  spdlog::info("libvirt relay: domain {} sent without its RAM", name);
   return packet;
+}
+
+void MigrationRelay::finished_here(std::string_view packet) {
+  // The guest runs here now: this host's file frees its regions from now
+  // on, and the guest runs on if it ran on the source.
+  auto domain = rpc::finish3_domain(packet);
+  if (!domain) {
+    spdlog::warn("libvirt relay: a Finish3 reply: {}", domain.error().message());
+    return;
+  }
+  auto ram = host_.ram_file(domain->name, domain->id);
+  if (!ram || ram_owned(*ram)) return;
+  if (Status owned = set_ram_owned(*ram, true); !owned) {
+    spdlog::error("libvirt relay: domain {} moved in: {}", domain->name, owned.error().message());
+  }
+  const std::string resume = resume_path(host_.memory_backing_dir(), domain->uuid);
+  if (::unlink(resume.c_str()) == 0) {
+    if (Status resumed = host_.resume(domain->uuid); !resumed) {
+      spdlog::error("libvirt relay: domain {} moved in paused: {}", domain->name, resumed.error().message());
+    }
+  }
+  spdlog::info("libvirt relay: domain {} moved in without its RAM", domain->name);
 }
 
 }  // namespace vmpod::libvirt

@@ -175,7 +175,7 @@ void refuse(int client_fd, const Error& reason) {
                                                   "vmpod libvirt relay: " + reason.message()));
 }
 
-void relay_connection(int client_fd, const std::string& libvirtd_socket, const MigrationSource& host) {
+void relay_connection(int client_fd, const std::string& libvirtd_socket, const MigrationHost& host) {
   auto peer = peer_credentials(client_fd);
   if (!peer) {
     spdlog::warn("libvirt relay: a client without credentials: {}", peer.error().message());
@@ -250,7 +250,7 @@ void relay_connection(int client_fd, const std::string& libvirtd_socket, const M
 }
 
 Result<std::unique_ptr<net::StreamServer>> serve_socket(const std::string& socket, const std::string& libvirtd_socket,
-                                                        const MigrationSource& host) {
+                                                        const MigrationHost& host) {
   struct stat daemon_socket{};
   if (::stat(libvirtd_socket.c_str(), &daemon_socket) != 0) {
     return fail_errno(libvirtd_socket + " (start libvirtd first)", errno);
@@ -272,13 +272,13 @@ Result<std::unique_ptr<net::StreamServer>> serve_socket(const std::string& socke
 
 Result<std::unique_ptr<RpcRelay>> RpcRelay::start(const RpcRelayConfig& config) {
   std::unique_ptr<RpcRelay> relay(new RpcRelay(config));
-  auto read_write = serve_socket(config.socket, config.libvirtd_socket, relay->migration_source_);
+  auto read_write = serve_socket(config.socket, config.libvirtd_socket, relay->migration_host_);
   if (!read_write) return fail(read_write.error());
   relay->servers_.push_back(std::move(*read_write));
   const std::string read_only_daemon = config.libvirtd_socket + std::string(kReadOnlySuffix);
   if (::access(read_only_daemon.c_str(), F_OK) == 0) {
     auto read_only =
-        serve_socket(config.socket + std::string(kReadOnlySuffix), read_only_daemon, relay->migration_source_);
+        serve_socket(config.socket + std::string(kReadOnlySuffix), read_only_daemon, relay->migration_host_);
     if (!read_only) return fail(read_only.error());
     relay->servers_.push_back(std::move(*read_only));
   }

@@ -126,7 +126,7 @@ int run(int argc, char** argv) {
       if (!started_cluster) return fail(started_cluster.error());
       cluster = std::move(*started_cluster);
       auto started_host = testing::LibvirtHost::start(
-          {o.dir, bench::vmpod_binary(), image_dir, cluster->memory_pod_addresses()});
+          {o.dir, bench::vmpod_binary(), image_dir, cluster->memory_pod_addresses(), ""});
       if (!started_host) return fail(started_host.error());
       host = std::move(*started_host);
       VMPOD_TRY_CTX(host->define(kPodsDomain, std::string(testing::kFileBacking) + testing::vmpod_element("pods='2'")),

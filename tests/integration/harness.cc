@@ -104,18 +104,28 @@ BootedGuest attach_guest(vmm::LocalCluster* cluster, const vmm::VmRecord& vm) {
 
 cpuserver::GuestCommandResult guest_run(BootedGuest& guest, const std::string& command,
                                         std::chrono::seconds timeout) {
-  auto result = guest.agent->run(command, timeout);
+  return guest_run(*guest.agent, command, timeout);
+}
+
+std::string guest_wait_for(BootedGuest& guest, const std::string& file, const std::string& text,
+                           std::chrono::seconds timeout) {
+  return guest_wait_for(*guest.agent, file, text, timeout);
+}
+
+cpuserver::GuestCommandResult guest_run(cpuserver::GuestAgent& agent, const std::string& command,
+                                        std::chrono::seconds timeout) {
+  auto result = agent.run(command, timeout);
   cr_assert(result.has_value(), "guest command '%s': %s", command.c_str(),
             result ? "" : result.error().to_string().c_str());
   return *result;
 }
 
-std::string guest_wait_for(BootedGuest& guest, const std::string& file, const std::string& text,
+std::string guest_wait_for(cpuserver::GuestAgent& agent, const std::string& file, const std::string& text,
                            std::chrono::seconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string output;
   while (std::chrono::steady_clock::now() < deadline) {
-    output = guest_run(guest, "cat " + file).output;
+    output = guest_run(agent, "cat " + file).output;
     if (output.find(text) != std::string::npos) return output;
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }

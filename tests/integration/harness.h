@@ -58,6 +58,11 @@ cpuserver::GuestCommandResult guest_run(BootedGuest& guest, const std::string& c
 // Polls `cat file` in the guest until it contains `text`.
 std::string guest_wait_for(BootedGuest& guest, const std::string& file, const std::string& text,
                            std::chrono::seconds timeout);
+// The same through an agent of the caller's (a guest libvirt runs).
+cpuserver::GuestCommandResult guest_run(cpuserver::GuestAgent& agent, const std::string& command,
+                                        std::chrono::seconds timeout = std::chrono::seconds(120));
+std::string guest_wait_for(cpuserver::GuestAgent& agent, const std::string& file, const std::string& text,
+                           std::chrono::seconds timeout);
 
 // A QMP connection that sends and reads raw lines, for what QmpClient
 // would not do: commands before negotiation, malformed input, replies

@@ -57,8 +57,63 @@ CommandOutput run_command(const std::string& command) {
   return result;
 }
 
+// What another host binds over the machine's libvirt directories.
+constexpr std::array<std::pair<const char*, const char*>, 5> kHostBinds{{{"etc", "/etc/libvirt"},
+                                                                        {"run", "/run/libvirt"},
+                                                                        {"lib", "/var/lib/libvirt"},
+                                                                        {"cache", "/var/cache/libvirt"},
+                                                                        {"log", "/var/log/libvirt"}}};
+
+std::string LibvirtHost::run_dir() const { return isolated() ? config_.dir + "/host/run" : "/run/libvirt"; }
+
+std::string LibvirtHost::uri() const {
+  return isolated() ? "'vmpod:///system?socket=" + run_dir() + "/virtvmpodd-sock'" : "vmpod:///system";
+}
+
+std::string LibvirtHost::libvirtd_uri() const {
+  return isolated() ? "'qemu+unix:///system?socket=" + run_dir() + "/libvirt-sock'" : "qemu:///system";
+}
+
+std::string LibvirtHost::bind_script() const {
+  std::string script;
+  for (const auto& [dir, target] : kHostBinds) {
+    script += fmt::format("mount --bind '{}/host/{}' '{}' && ", config_.dir, dir, target);
+  }
+  return script;
+}
+
+std::vector<std::string> LibvirtHost::on_host(std::vector<std::string> argv) const {
+  if (!isolated()) return argv;
+  std::vector<std::string> wrapped{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                   bind_script() + "exec \"$0\" \"$@\""};
+  wrapped.insert(wrapped.end(), argv.begin(), argv.end());
+  return wrapped;
+}
+
+// The copy of the machine's /etc/libvirt with this host's UUID, vmpod
+// installed in it for this host's podfs.
+Status LibvirtHost::prepare_isolated() {
+  for (const auto& [dir, target] : kHostBinds) {
+    std::error_code error;
+    std::filesystem::create_directories(config_.dir + "/host/" + dir, error);
+    if (error) return fail_errno("creating the host's " + std::string(dir), error.value());
+  }
+  auto copied = run_command(fmt::format("cp -a /etc/libvirt/. '{}/host/etc/'", config_.dir));
+  if (copied.status != 0) return fail(ErrorCode::kInternal, "copying /etc/libvirt: " + copied.output);
+  const std::string conf = config_.dir + "/host/etc/libvirtd.conf";
+  auto text = read_file(conf);
+  if (!text) return fail(text.error());
+  VMPOD_TRY_CTX(write_file(conf, *text + fmt::format("\nhost_uuid = \"{}\"\n", config_.host_uuid)), conf);
+  auto install = run_command(fmt::format(
+      "unshare --mount --propagation private sh -c \"{0}'{1}' libvirt uninstall && '{1}' libvirt install "
+      "--memory-backing-dir '{2}'\"",
+      bind_script(), config_.vmpod_binary, ram_dir()));
+  if (install.status != 0) return fail(ErrorCode::kInternal, "vmpod libvirt install on the host: " + install.output);
+  return {};
+}
+
 Result<std::unique_ptr<LibvirtHost>> LibvirtHost::start(const LibvirtHostConfig& config) {
-  if (answers("qemu:///system")) {
+  if (config.host_uuid.empty() && answers("qemu:///system")) {
     return fail(ErrorCode::kAlreadyExists, "a libvirtd runs already; stop it: the tests start their own");
   }
   std::unique_ptr<LibvirtHost> host(new LibvirtHost(config));
@@ -87,29 +142,41 @@ Status LibvirtHost::start_all() {
   backing_ = std::move(*started);
   VMPOD_TRY_CTX(wait_until("podfs mounted", 10s, [&] { return podfs_mounted(ram_dir()); }), ram_dir());
 
-  auto install = run_command(config_.vmpod_binary + " libvirt install --memory-backing-dir " + ram_dir());
-  if (install.status != 0) return fail(ErrorCode::kInternal, "vmpod libvirt install: " + install.output);
-  installed_ = true;
+  if (isolated()) {
+    VMPOD_TRY_CTX(prepare_isolated(), "host " + config_.host_uuid);
+  } else {
+    auto install = run_command(config_.vmpod_binary + " libvirt install --memory-backing-dir " + ram_dir());
+    if (install.status != 0) return fail(ErrorCode::kInternal, "vmpod libvirt install: " + install.output);
+    installed_ = true;
+  }
 
-  auto virtlogd = Subprocess::spawn({"virtlogd"}, config_.dir + "/virtlogd.log", true);
+  // Another host's daemons keep their pid files to themselves.
+  std::vector<std::string> virtlogd_argv{"virtlogd"}, libvirtd_argv{"libvirtd"};
+  if (isolated()) {
+    virtlogd_argv.insert(virtlogd_argv.end(), {"--pid-file", config_.dir + "/virtlogd.pid"});
+    libvirtd_argv.insert(libvirtd_argv.end(), {"--pid-file", config_.dir + "/libvirtd.pid"});
+  }
+  auto virtlogd = Subprocess::spawn(on_host(virtlogd_argv), config_.dir + "/virtlogd.log", true);
   if (!virtlogd) return fail(virtlogd.error().context("virtlogd"));
   virtlogd_ = std::move(*virtlogd);
-  auto libvirtd = Subprocess::spawn({"libvirtd"}, config_.dir + "/libvirtd.log", true);
+  auto libvirtd = Subprocess::spawn(on_host(libvirtd_argv), config_.dir + "/libvirtd.log", true);
   if (!libvirtd) return fail(libvirtd.error().context("libvirtd"));
   libvirtd_ = std::move(*libvirtd);
-  VMPOD_TRY_CTX(wait_until("libvirtd answering", 30s, [] { return answers("qemu:///system"); }), "libvirtd");
+  VMPOD_TRY_CTX(wait_until("libvirtd answering", 30s, [&] { return answers(libvirtd_uri()); }), "libvirtd");
 
-  auto relay = Subprocess::spawn({config_.vmpod_binary, "libvirt", "relay"}, config_.dir + "/relay.log", true);
+  auto relay = Subprocess::spawn({config_.vmpod_binary, "libvirt", "relay", "--socket", run_dir() + "/virtvmpodd-sock",
+                                  "--libvirtd-socket", run_dir() + "/libvirt-sock", "--memory-backing-dir", ram_dir()},
+                                 config_.dir + "/relay.log", true);
   if (!relay) return fail(relay.error().context("vmpod libvirt relay"));
   relay_ = std::move(*relay);
-  return wait_until("vmpod:///system answering", 10s, [] { return answers("vmpod:///system"); });
+  return wait_until("vmpod:///system answering", 10s, [&] { return answers(uri()); });
 }
 
 LibvirtHost::~LibvirtHost() {
   if (libvirtd_.pid() > 0 && libvirtd_.running()) {
     for (const auto& domain : defined_) {
-      run_command("virsh -c qemu:///system destroy " + domain);
-      run_command("virsh -c qemu:///system undefine " + domain);
+      run_command("virsh -c " + libvirtd_uri() + " destroy " + domain);
+      run_command("virsh -c " + libvirtd_uri() + " undefine " + domain);
     }
   }
   relay_.stop(5s);
@@ -121,7 +188,7 @@ LibvirtHost::~LibvirtHost() {
 }
 
 Result<std::string> LibvirtHost::virsh(const std::string& arguments) {
-  auto result = run_command("virsh -c vmpod:///system " + arguments);
+  auto result = run_command("virsh -c " + uri() + " " + arguments);
   if (result.status != 0) return fail(ErrorCode::kInternal, "virsh " + arguments + ": " + result.output);
   return result.output;
 }

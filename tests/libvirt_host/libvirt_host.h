@@ -4,6 +4,13 @@
 // and libvirtd (there is no init system here) and `vmpod libvirt relay` for
 // vmpod:///system, each a child process stopped by process id. It changes /etc/libvirt/qemu.conf and
 // /etc/libvirt/hooks/qemu, and puts them back when it stops.
+//
+// Another host on this machine, for migrations between the two: its
+// virtlogd and libvirtd run in a private mount namespace of their own, over
+// DIR/host/ bound at /etc/libvirt (a copy with its own host UUID),
+// /run/libvirt, /var/lib/libvirt, /var/cache/libvirt and /var/log/libvirt;
+// its sockets are reached at DIR/host/run/. Start the machine's own host
+// first: the copy is taken of its /etc/libvirt.
 #pragma once
 
 #include <memory>
@@ -34,6 +41,8 @@ struct LibvirtHostConfig {
   std::string vmpod_binary;
   std::string image_dir;  // vmlinux, initramfs.cpio.gz
   std::vector<net::SocketAddress> memory_pods;
+  // Empty: the machine's own libvirt. Else another host with this UUID.
+  std::string host_uuid;
 };
 
 class LibvirtHost {
@@ -49,6 +58,11 @@ class LibvirtHost {
   // Where libvirt puts the running domains' RAM directories.
   std::string domains_dir() const { return ram_dir() + "/libvirt/qemu"; }
   std::string agent_socket(const std::string& domain) const { return config_.dir + "/" + domain + ".agent"; }
+  // vmpod:///system of this host, and libvirtd's own URI of it.
+  std::string uri() const;
+  std::string libvirtd_uri() const;
+  // The directory bound at /run/libvirt (another host), else /run/libvirt.
+  std::string run_dir() const;
   Subprocess& backing() { return backing_; }
   Subprocess& libvirtd() { return libvirtd_; }
   Subprocess& relay() { return relay_; }
@@ -63,6 +77,11 @@ class LibvirtHost {
  private:
   explicit LibvirtHost(LibvirtHostConfig config) : config_(std::move(config)) {}
   Status start_all();
+  bool isolated() const { return !config_.host_uuid.empty(); }
+  // ARGV as this host runs it: in its mount namespace, if it has one.
+  std::vector<std::string> on_host(std::vector<std::string> argv) const;
+  std::string bind_script() const;  // sh: the mounts of this host's namespace
+  Status prepare_isolated();
 
   LibvirtHostConfig config_;
   Subprocess backing_;

@@ -8,25 +8,33 @@
 // calls, the relay and the hook do them):
 //   source relay, Begin3 call     x-ignore-shared on the source QEMU (through
 //                                 libvirt's own monitor), dirty pages written back
-//   source relay, Begin3 reply    the RAM file's regions into the domain XML
-//                                 that goes to the destination (<vmpod:ram>)
+//   source relay, Begin3 reply    the RAM file's regions, and whether the guest
+//                                 runs, into the domain XML that goes to the
+//                                 destination (<vmpod:ram>)
 //   destination hook, migrate     takes <vmpod:ram> out of the XML (the tokens
 //                                 stay root's, in the migration directory) and
 //                                 gives QEMU a second monitor, vmpod's
 //   destination hook, prepare     adopts the regions as the domain's pc.ram
 //   destination hook, started     x-ignore-shared on the new QEMU (vmpod's monitor)
-//   source relay, Perform3 reply  the source QEMU has stopped: its last dirty
-//                                 pages written back, its file let go of
-//   destination relay, Finish3 reply  the destination's file owns the regions
-//   source relay, Confirm3 call   if the migration was cancelled, the source's
-//                                 file owns them again and the guest goes on there
+//   source relay, Perform3 call   pauses the guest and writes its last dirty
+//                                 pages back: the destination QEMU reads guest
+//                                 RAM while it loads the devices (virtio rings),
+//                                 before libvirt would let anyone in again
+//   source relay, Perform3 reply  the source's file lets go of the regions
+//   destination relay, Finish3 reply  the destination's file owns them, and
+//                                 the guest runs again if it ran before
+//   source relay, Confirm3        if the migration was cancelled, the source's
+//                                 file owns them again and the guest runs there
 // Until a side owns the regions, its unlink (libvirt removing the domain's
-// directory) leaves them: a failure at any step loses no page.
+// directory) leaves them: a failure at any step loses no page. The guest's
+// downtime is Perform3 and Finish3, a second or two under TCG, for any RAM
+// size.
 #pragma once
 
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -41,12 +49,14 @@ inline constexpr std::string_view kMigrationNamespace = "https://vmpod.dev/xmlns
 // The file libvirt's QEMU maps as the guest's RAM in the domain's directory.
 inline constexpr std::string_view kRamFile = "pc.ram";
 
-// The domain XML with <vmpod:ram regions='HANDOVER'/> in its <metadata>.
-Result<std::string> with_ram_handover(std::string_view domain_xml, std::string_view handover);
+// The domain XML with <vmpod:ram regions='HANDOVER' running='yes|no'/> in
+// its <metadata>.
+Result<std::string> with_ram_handover(std::string_view domain_xml, std::string_view handover, bool running);
 
 struct IncomingDomain {
   std::string xml;                      // what the destination's libvirt runs
   std::optional<std::string> handover;  // from <vmpod:ram>; none: not vmpod's
+  bool running = false;                 // the guest ran when its move began
 };
 // The incoming XML without <vmpod:ram>, and, when it had one, with vmpod's
 // QMP monitor at `monitor_socket` on QEMU's command line (replacing one
@@ -59,6 +69,8 @@ std::string migration_dir(const std::string& memory_backing_dir);
 std::string handover_path(const std::string& memory_backing_dir, const std::string& uuid);
 std::string monitor_dir(const std::string& memory_backing_dir, const std::string& uuid);
 std::string monitor_socket(const std::string& memory_backing_dir, const std::string& uuid);
+// There while a guest that ran moves in: the destination resumes it.
+std::string resume_path(const std::string& memory_backing_dir, const std::string& uuid);
 
 // A podfs file's side of the handover (podfs_placement.h).
 Result<std::string> ram_regions(const std::string& ram_file);
@@ -67,19 +79,27 @@ bool ram_owned(const std::string& ram_file);
 // Writes the file's dirty cached pages back to the memory pods.
 Status write_back(const std::string& ram_file);
 
-// The source's side, for the relay: a running domain of libvirtd's.
-class MigrationSource {
+// One host's side, for its relay: the domains of its libvirtd, asked
+// through libvirt's own client library as root.
+class MigrationHost {
  public:
-  MigrationSource(std::string memory_backing_dir, std::string libvirtd_socket)
+  MigrationHost(std::string memory_backing_dir, std::string libvirtd_socket)
       : backing_(std::move(memory_backing_dir)), libvirtd_socket_(std::move(libvirtd_socket)) {}
 
+  const std::string& memory_backing_dir() const { return backing_; }
   // The RAM file of the running domain NAME with id ID, if it is on podfs.
   std::optional<std::string> ram_file(const std::string& name, int id) const;
-  // x-ignore-shared on the domain's QEMU, through libvirtd (a migration's
-  // job has not begun yet, so libvirt lets the command through).
+  // x-ignore-shared on the domain's QEMU (before the migration's job
+  // begins: libvirt lets the command through then).
   Status ignore_shared(const std::string& uuid) const;
+  Result<bool> running(const std::string& uuid) const;
+  Status suspend(const std::string& uuid) const;
+  Status resume(const std::string& uuid) const;
 
  private:
+  template <class Call>
+  Status on_domain(const std::string& uuid, std::string_view what, Call call) const;
+
   std::string backing_;
   std::string libvirtd_socket_;
 };
@@ -94,20 +114,25 @@ Status ignore_shared_at(const std::string& qmp_socket);
 // virsh shows, and libvirt then leaves the guest on the source.
 class MigrationRelay {
  public:
-  explicit MigrationRelay(const MigrationSource& source) : source_(source) {}
+  explicit MigrationRelay(const MigrationHost& host) : host_(host) {}
   Result<rpc::UriRewriter::FromClient> from_client(std::string packet);
   Result<std::string> from_daemon(std::string packet);
 
  private:
+  void finished_here(std::string_view finish3_reply);
   struct Step {
     rpc::MigrationCall call;
     std::string ram_file;
+    bool paused_here = false;  // Perform3: the relay paused the guest
   };
   // Where the reply needs the relay too (Begin3's XML, Perform3's end),
   // by serial.
   std::mutex mutex_;
   std::map<uint32_t, Step> awaiting_reply_;
-  const MigrationSource& source_;
+  // Guests (by uuid) the relay paused for Perform3, to run again if the
+  // move is cancelled.
+  std::set<std::string> paused_;
+  const MigrationHost& host_;
 };
 
 }  // namespace vmpod::libvirt

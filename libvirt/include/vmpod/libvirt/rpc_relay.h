@@ -48,8 +48,8 @@ class RpcRelay {
 
  private:
   explicit RpcRelay(const RpcRelayConfig& config)
-      : migration_source_(config.memory_backing_dir, config.libvirtd_socket) {}
-  MigrationSource migration_source_;  // before the servers, whose connections use it
+      : migration_host_(config.memory_backing_dir, config.libvirtd_socket) {}
+  MigrationHost migration_host_;  // before the servers, whose connections use it
   std::vector<std::unique_ptr<net::StreamServer>> servers_;
 };
 
