@@ -37,7 +37,7 @@ Status wait_until(const std::string& what, std::chrono::seconds timeout, Ready r
   return {};
 }
 
-bool answers(const std::string& uri) { return run_command("virsh -c " + uri + " version").status == 0; }
+bool answers(const std::string& uri) { return run_command("virsh -c '" + uri + "' version").status == 0; }
 
 }  // namespace
 
@@ -67,11 +67,11 @@ constexpr std::array<std::pair<const char*, const char*>, 5> kHostBinds{{{"etc",
 std::string LibvirtHost::run_dir() const { return isolated() ? config_.dir + "/host/run" : "/run/libvirt"; }
 
 std::string LibvirtHost::uri() const {
-  return isolated() ? "'vmpod:///system?socket=" + run_dir() + "/virtvmpodd-sock'" : "vmpod:///system";
+  return isolated() ? "vmpod:///system?socket=" + run_dir() + "/virtvmpodd-sock" : "vmpod:///system";
 }
 
 std::string LibvirtHost::libvirtd_uri() const {
-  return isolated() ? "'qemu+unix:///system?socket=" + run_dir() + "/libvirt-sock'" : "qemu:///system";
+  return isolated() ? "qemu+unix:///system?socket=" + run_dir() + "/libvirt-sock" : "qemu:///system";
 }
 
 std::string LibvirtHost::bind_script() const {
@@ -174,10 +174,16 @@ Status LibvirtHost::start_all() {
 
 LibvirtHost::~LibvirtHost() {
   if (libvirtd_.pid() > 0 && libvirtd_.running()) {
-    for (const auto& domain : defined_) {
-      run_command("virsh -c " + libvirtd_uri() + " destroy " + domain);
-      run_command("virsh -c " + libvirtd_uri() + " undefine " + domain);
+    // Every running domain, also one that moved in: QEMU outlives libvirtd.
+    const std::string virsh = "virsh -c '" + libvirtd_uri() + "' ";
+    std::string running = run_command(virsh + "list --name").output;
+    for (size_t at = 0, end; at < running.size(); at = end + 1) {
+      end = running.find('\n', at);
+      if (end == std::string::npos) end = running.size();
+      std::string domain = running.substr(at, end - at);
+      if (!domain.empty()) run_command(virsh + "destroy '" + domain + "'");
     }
+    for (const auto& domain : defined_) run_command(virsh + "undefine " + domain);
   }
   relay_.stop(5s);
   libvirtd_.stop(10s);
@@ -188,15 +194,15 @@ LibvirtHost::~LibvirtHost() {
 }
 
 Result<std::string> LibvirtHost::virsh(const std::string& arguments) {
-  auto result = run_command("virsh -c " + uri() + " " + arguments);
+  auto result = run_command("virsh -c '" + uri() + "' " + arguments);
   if (result.status != 0) return fail(ErrorCode::kInternal, "virsh " + arguments + ": " + result.output);
   return result.output;
 }
 
-Status LibvirtHost::define(const std::string& name, const std::string& extra) {
+Status LibvirtHost::define(const std::string& name, const std::string& extra, unsigned memory_mib) {
   std::string xml = fmt::format(R"(<domain type='qemu'>
   <name>{name}</name>
-  <memory unit='MiB'>256</memory>
+  <memory unit='MiB'>{memory_mib}</memory>
   <vcpu>1</vcpu>
   {extra}
   <os>
@@ -219,12 +225,26 @@ Status LibvirtHost::define(const std::string& name, const std::string& extra) {
 )",
                                 fmt::arg("name", name), fmt::arg("dir", config_.dir), fmt::arg("extra", extra),
                                 fmt::arg("append", cpuserver::kGuestImageAppend),
-                                fmt::arg("agent", agent_socket(name)));
+                                fmt::arg("agent", agent_socket(name)), fmt::arg("memory_mib", memory_mib));
   std::string path = config_.dir + "/" + name + ".xml";
   VMPOD_TRY_CTX(write_file(path, xml), "domain " + name);
   auto defined = virsh("define " + path);
   if (!defined) return fail(defined.error());
   if (std::find(defined_.begin(), defined_.end(), name) == defined_.end()) defined_.push_back(name);
+  return {};
+}
+
+Status LibvirtHost::migrate(const std::string& domain, LibvirtHost& to, int port) {
+  auto xml = virsh("dumpxml --migratable " + domain);
+  if (!xml) return fail(xml.error());
+  size_t agent = xml->find(agent_socket(domain));
+  if (agent == std::string::npos) return fail(ErrorCode::kNotFound, "domain " + domain + " has no agent socket");
+  xml->replace(agent, agent_socket(domain).size(), to.agent_socket(domain));
+  const std::string path = to.dir() + "/" + domain + ".incoming.xml";
+  VMPOD_TRY_CTX(write_file(path, *xml), "migrate " + domain);
+  auto moved =
+      virsh(fmt::format("migrate --live {} '{}' --migrateuri tcp://127.0.0.1:{} --xml {}", domain, to.uri(), port, path));
+  if (!moved) return fail(moved.error());
   return {};
 }
 

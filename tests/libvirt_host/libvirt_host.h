@@ -58,7 +58,8 @@ class LibvirtHost {
   // Where libvirt puts the running domains' RAM directories.
   std::string domains_dir() const { return ram_dir() + "/libvirt/qemu"; }
   std::string agent_socket(const std::string& domain) const { return config_.dir + "/" + domain + ".agent"; }
-  // vmpod:///system of this host, and libvirtd's own URI of it.
+  // vmpod:///system of this host, and libvirtd's own URI of it (quote
+  // them for a shell).
   std::string uri() const;
   std::string libvirtd_uri() const;
   // The directory bound at /run/libvirt (another host), else /run/libvirt.
@@ -69,10 +70,15 @@ class LibvirtHost {
 
   // virsh -c vmpod:///system ARGUMENTS: its output, or an error carrying it.
   Result<std::string> virsh(const std::string& arguments);
-  // The guest image under TCG as domain `name`, 256 MiB, its serial console
+  // The guest image under TCG as domain `name`, of `memory_mib`, its serial console
   // in DIR/NAME.console and its agent channel at agent_socket(name);
   // `extra` (<memoryBacking>, <metadata>) goes inside its <domain>.
-  Status define(const std::string& name, const std::string& extra);
+  Status define(const std::string& name, const std::string& extra, unsigned memory_mib = 256);
+  // `virsh migrate --live` of the running domain to `to`, driven by the
+  // client, the migration stream on loopback at `port`. Its agent socket
+  // moves to the destination's directory: both hosts share this machine's
+  // /tmp, and the source's libvirt removes its own when the domain leaves.
+  Status migrate(const std::string& domain, LibvirtHost& to, int port);
 
  private:
   explicit LibvirtHost(LibvirtHostConfig config) : config_(std::move(config)) {}
