@@ -1,8 +1,9 @@
 // Feeds arbitrary bytes, cut into packets by their length words as the
 // relay cuts a socket's stream, to the vmpod:///system relay's packet
 // reader and rewriter in both directions (clients and libvirtd are both
-// untrusted to it). Nothing may crash, and every packet it passes on or
-// answers with must parse as a packet again.
+// untrusted to it), and to the readers of the migration calls it takes
+// part in. Nothing may crash, and every packet it passes on or answers
+// with must parse as a packet again.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -34,6 +35,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto header = rpc::parse_header(packet);
     if (!header) continue;
     (void)rpc::fd_count(*header, packet);
+    (void)rpc::migration_call(*header, packet);
+    (void)rpc::finish3_domain(packet);
+    auto edited = rpc::edit_begin3_xml(packet, [](std::string_view xml) -> vmpod::Result<std::string> {
+      return std::string(xml) + "<x/>";
+    });
+    if (edited) check_packet(*edited);
     if (from_client) {
       auto out = rewriter.from_client(packet);
       if (out) check_packet(out->packet);

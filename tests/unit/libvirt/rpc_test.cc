@@ -165,3 +165,122 @@ Test(libvirt_rpc, descriptor_counts) {
   std::string plain = packet(1, rpc::MessageType::kCall, 1, rpc::MessageStatus::kOk, two);
   cr_assert_eq(*rpc::fd_count(*rpc::parse_header(plain), plain), 0u);
 }
+
+namespace {
+
+void put_domain(std::string& out, const std::string& name, int32_t id) {
+  put_string(out, name);
+  for (uint8_t byte = 0; byte < 16; ++byte) out += static_cast<char>(0xa0 + byte);
+  put_u32(out, static_cast<uint32_t>(id));
+}
+
+// One typed parameter of every type libvirt sends.
+void put_params(std::string& out) {
+  put_u32(out, 4);
+  put_string(out, "migrate_uri");
+  put_u32(out, 7);  // string
+  put_string(out, "tcp://127.0.0.1:49152");
+  put_string(out, "bandwidth");
+  put_u32(out, 4);  // ullong
+  put_u32(out, 0);
+  put_u32(out, 8192);
+  put_string(out, "parallel.connections");
+  put_u32(out, 1);  // int
+  put_u32(out, 2);
+  put_string(out, "auto_converge.increment");
+  put_u32(out, 5);  // double
+  put_u32(out, 0x40240000);
+  put_u32(out, 0);
+}
+
+const char* kUuidText = "a0a1a2a3-a4a5-a6a7-a8a9-aaabacadaeaf";
+
+}  // namespace
+
+Test(libvirt_rpc, migration_calls_say_domain_flags_and_cancelled) {
+  std::string begin;
+  put_domain(begin, "demo", 3);
+  put_params(begin);
+  put_u32(begin, 1);  // VIR_MIGRATE_LIVE
+  auto call = rpc::migration_call(*rpc::parse_header(packet(rpc::kProcMigrateBegin3, rpc::MessageType::kCall, 5,
+                                                            rpc::MessageStatus::kOk, begin)),
+                                  packet(rpc::kProcMigrateBegin3, rpc::MessageType::kCall, 5, rpc::MessageStatus::kOk, begin));
+  cr_assert(call.has_value() && call->has_value(), "%s", call ? "not a migration call" : call.error().to_string().c_str());
+  cr_assert_str_eq((*call)->domain.name.c_str(), "demo");
+  cr_assert_str_eq((*call)->domain.uuid.c_str(), kUuidText);
+  cr_assert_eq((*call)->domain.id, 3);
+  cr_assert_eq((*call)->flags, 1u);
+
+  std::string perform;
+  put_domain(perform, "demo", 3);
+  put_u32(perform, 1);
+  put_string(perform, "qemu+tcp://other/system");  // dconnuri
+  put_params(perform);
+  put_string(perform, "cookie");
+  put_u32(perform, 1 | rpc::kMigratePeerToPeer);
+  std::string perform_packet = packet(rpc::kProcMigratePerform3, rpc::MessageType::kCall, 6, rpc::MessageStatus::kOk, perform);
+  call = rpc::migration_call(*rpc::parse_header(perform_packet), perform_packet);
+  cr_assert(call.has_value() && call->has_value());
+  cr_assert_eq((*call)->flags & rpc::kMigratePeerToPeer, rpc::kMigratePeerToPeer);
+
+  std::string confirm;
+  put_domain(confirm, "demo", 3);
+  put_params(confirm);
+  put_string(confirm, "cookie");
+  put_u32(confirm, 1);
+  put_u32(confirm, 1);  // cancelled
+  std::string confirm_packet = packet(rpc::kProcMigrateConfirm3, rpc::MessageType::kCall, 7, rpc::MessageStatus::kOk, confirm);
+  call = rpc::migration_call(*rpc::parse_header(confirm_packet), confirm_packet);
+  cr_assert(call.has_value() && call->has_value());
+  cr_assert((*call)->cancelled);
+
+  // Other calls, and replies, are not migration calls; a cut one is an error.
+  std::string other = packet(rpc::kProcConnectGetUri, rpc::MessageType::kCall, 8, rpc::MessageStatus::kOk, "");
+  call = rpc::migration_call(*rpc::parse_header(other), other);
+  cr_assert(call.has_value() && !call->has_value());
+  std::string reply = packet(rpc::kProcMigrateBegin3, rpc::MessageType::kReply, 5, rpc::MessageStatus::kOk, begin);
+  call = rpc::migration_call(*rpc::parse_header(reply), reply);
+  cr_assert(call.has_value() && !call->has_value());
+  for (size_t cut : {size_t{0}, size_t{4}, size_t{30}, confirm.size() - 4}) {
+    std::string cut_packet = packet(rpc::kProcMigrateConfirm3, rpc::MessageType::kCall, 9, rpc::MessageStatus::kOk,
+                                    confirm.substr(0, cut));
+    auto truncated = rpc::migration_call(*rpc::parse_header(cut_packet), cut_packet);
+    cr_assert(!truncated.has_value(), "a Confirm3 cut at %zu parsed", cut);
+  }
+  std::string bad_type;
+  put_domain(bad_type, "demo", 3);
+  put_u32(bad_type, 1);
+  put_string(bad_type, "field");
+  put_u32(bad_type, 9);  // no such type
+  std::string bad_packet = packet(rpc::kProcMigrateBegin3, rpc::MessageType::kCall, 10, rpc::MessageStatus::kOk, bad_type);
+  cr_assert(!rpc::migration_call(*rpc::parse_header(bad_packet), bad_packet).has_value());
+}
+
+Test(libvirt_rpc, begin3_reply_gets_its_xml_edited_and_finish3_names_its_domain) {
+  std::string ret;
+  put_string(ret, "cookie!");
+  put_string(ret, "<domain/>");
+  std::string reply = packet(rpc::kProcMigrateBegin3, rpc::MessageType::kReply, 5, rpc::MessageStatus::kOk, ret);
+  auto edited = rpc::edit_begin3_xml(reply, [](std::string_view xml) -> Result<std::string> {
+    return std::string(xml) + "<!-- more -->";
+  });
+  cr_assert(edited.has_value(), "%s", edited ? "" : edited.error().to_string().c_str());
+  std::string expected_ret;
+  put_string(expected_ret, "cookie!");
+  put_string(expected_ret, "<domain/><!-- more -->");
+  cr_assert(*edited == packet(rpc::kProcMigrateBegin3, rpc::MessageType::kReply, 5, rpc::MessageStatus::kOk, expected_ret));
+  auto refused = rpc::edit_begin3_xml(reply, [](std::string_view) -> Result<std::string> {
+    return fail(ErrorCode::kInvalidArgument, "no");
+  });
+  cr_assert(!refused.has_value());
+
+  std::string finish;
+  put_domain(finish, "moved", 12);
+  put_string(finish, "cookie");
+  auto domain = rpc::finish3_domain(packet(rpc::kProcMigrateFinish3, rpc::MessageType::kReply, 3, rpc::MessageStatus::kOk, finish));
+  cr_assert(domain.has_value());
+  cr_assert_str_eq(domain->name.c_str(), "moved");
+  cr_assert_eq(domain->id, 12);
+  cr_assert(!rpc::finish3_domain(packet(rpc::kProcMigrateFinish3, rpc::MessageType::kReply, 3, rpc::MessageStatus::kOk,
+                                        finish.substr(0, 10))).has_value());
+}
