@@ -127,7 +127,7 @@ Status prepare(const std::string& backing, const Domain& domain) {
   if (domain.id < 0) return fail(ErrorCode::kInvalidArgument, "prepare: the domain XML has no id");
   auto pods = backing_pods(backing);
   if (!pods) return fail(pods.error());
-  VMPOD_TRY_CTX(check_placement(*domain.placement, *pods), "domain " + domain.name);
+  if (domain.placement) VMPOD_TRY_CTX(check_placement(*domain.placement, *pods), "domain " + domain.name);
   // libvirt makes this directory next, finds it there, and chowns it to its
   // QEMU user; QEMU then creates pc.ram in it on the placement.
   const std::string dir = backing + "/" + domain_ram_dir(domain);

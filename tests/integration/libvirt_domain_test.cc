@@ -352,7 +352,9 @@ Test(libvirt_domain, virsh_migrate_moves_no_ram_and_keeps_the_workload_intact, .
   testing::LibvirtHost& destination = *other_host();
 
   const auto before = pod_totals(pods);
-  define(kMovingDomain, std::string(testing::kFileBacking) + testing::vmpod_element("pods='2' stripe='1M'"));
+  // File-backed without a vmpod element: the backing's pods and stripe
+  // (the element's placement is the first test's).
+  define(kMovingDomain, std::string(testing::kFileBacking));
   virsh(std::string("start ") + kMovingDomain);
   cr_assert_eq(pod_totals(pods).regions, before.regions + 2);
   auto agent = agent_of(source, kMovingDomain);
