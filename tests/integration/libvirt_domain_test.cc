@@ -372,6 +372,21 @@ Test(libvirt_domain, virsh_migrate_moves_no_ram_and_keeps_the_workload_intact, .
             p2p.size());
   cr_assert(virsh(std::string("domstate ") + kMovingDomain).find("running") != std::string::npos);
 
+  // A destination that cannot take the domain (another domain of that
+  // name is defined there): the move fails, the guest runs on where it
+  // was, on its regions, owned.
+  auto clash = destination.define(kMovingDomain, "");
+  cr_assert(clash.has_value(), "%s", clash ? "" : clash.error().to_string().c_str());
+  auto refused = source.migrate(kMovingDomain, destination, 49351);
+  cr_assert(!refused.has_value(), "a move onto a domain of the same name went ahead");
+  virsh_on(destination, std::string("undefine ") + kMovingDomain);
+  cr_assert(virsh(std::string("domstate ") + kMovingDomain).find("running") != std::string::npos);
+  cr_assert_eq(pod_totals(pods).regions, before.regions + 2);
+  char owned[8] = {};
+  cr_assert_eq(::getxattr(running_ram_file().c_str(), "user.vmpod.owned", owned, sizeof(owned) - 1), 3);
+  cr_assert_str_eq(owned, "yes");
+  cr_assert(testing::guest_run(*agent, "echo alive").output.find("alive") != std::string::npos);
+
   // To the other host and back while the workload writes: the RAM stays
   // in the memory pods (no region made or freed, a few hundred KiB of
   // device state carried), the guest's pattern stays right.
