@@ -957,7 +957,7 @@ Test(podfs, a_file_moves_to_another_podfs_on_its_regions) {
   cr_assert_eq(parsed->size, kMiB);
   cr_assert_eq(parsed->stripe_bytes, kStripe);
   cr_assert_eq(parsed->pod_ids.size(), kPods);
-  cr_assert_str_eq(get_xattr(path("src/ram"), kOwnedXattr).c_str(), "yes");
+  expect_xattr(path("src/ram"), kOwnedXattr, "yes");
 
   // The other podfs makes a file on those regions: the same bytes, read
   // from the memory pods, and no region more.
@@ -965,7 +965,7 @@ Test(podfs, a_file_moves_to_another_podfs_on_its_regions) {
   cr_assert_eq(::mkdir(dst.c_str(), 0755), 0);
   cr_assert_eq(set_xattr(dst, "ram " + handover, kAdoptXattr), 0);
   cr_assert_eq(pod_regions(), regions);
-  cr_assert_str_eq(get_xattr(dst + "/ram", kOwnedXattr).c_str(), "no");
+  expect_xattr(dst + "/ram", kOwnedXattr, "no");
   int moved = ::open((dst + "/ram").c_str(), O_RDWR | O_CLOEXEC);
   cr_assert_geq(moved, 0, "open: %s", strerror(errno));
   cr_assert_eq(file_size(moved), kMiB);
