@@ -344,7 +344,11 @@ Result<rpc::UriRewriter::FromClient> MigrationRelay::from_client(std::string pac
         paused_.insert(domain.uuid);
       }
       if (Status written = write_back(*ram); !written) {
-        if (step.paused_here) (void)host_.resume(domain.uuid);
+        if (step.paused_here) {
+          (void)host_.resume(domain.uuid);
+          std::lock_guard lock(mutex_);
+          paused_.erase(domain.uuid);
+        }
         return refuse(written.error().message());
       }
       break;
