@@ -42,16 +42,6 @@ constexpr auto kShutdownGrace = std::chrono::seconds(3);
 constexpr auto kDeviceStateTimeout = std::chrono::seconds(60);
 constexpr const char* kRamFile = "ram";
 
-// Writes the guest's dirty RAM pages back to the memory pods (fsync of the
-// RAM file: the kernel sends its dirty pages as WRITEs, which podfs's own
-// threads answer; no mapping of it in this process).
-Status write_back(const std::string& ram_file) {
-  net::Fd fd(::open(ram_file.c_str(), O_RDWR | O_CLOEXEC));
-  if (!fd) return fail_errno("open " + ram_file, errno);
-  if (::fsync(fd.get()) != 0) return fail_errno("fsync " + ram_file, errno);
-  return {};
-}
-
 struct Guest {
   GuestRuntime runtime;
   std::unique_ptr<Podfs> podfs;

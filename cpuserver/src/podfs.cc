@@ -1,5 +1,6 @@
 #include <vmpod/cpuserver/podfs.h>
 
+#include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -261,16 +262,25 @@ struct Podfs::Impl {
     return format_placement(ids, layout.stripes.stripe_bytes());
   }
 
+  // The indices into `pods` of the pods named `ids`, in that order.
+  Result<std::vector<size_t>> pod_indices(const std::vector<std::string>& ids) const {
+    std::vector<size_t> indices;
+    for (const auto& id : ids) {
+      auto it = std::find_if(pods.begin(), pods.end(), [&](const auto& pod) { return pod->pod_id() == id; });
+      if (it == pods.end()) return fail(ErrorCode::kNotFound, "no memory pod " + id + " here");
+      indices.push_back(static_cast<size_t>(it - pods.begin()));
+    }
+    return indices;
+  }
+
   // The pods a placement names, or the `count` with the most free pages
   // (a pod that does not answer is not chosen).
   Result<std::shared_ptr<const FileLayout>> resolve(const PlacementRequest& request) {
     std::vector<size_t> chosen;
     if (!request.pod_ids.empty()) {
-      for (const auto& id : request.pod_ids) {
-        auto it = std::find_if(pods.begin(), pods.end(), [&](const auto& pod) { return pod->pod_id() == id; });
-        if (it == pods.end()) return fail(ErrorCode::kNotFound, "placement: no memory pod " + id + " here");
-        chosen.push_back(static_cast<size_t>(it - pods.begin()));
-      }
+      auto named = pod_indices(request.pod_ids);
+      if (!named) return fail(named.error().context("placement"));
+      chosen = std::move(*named);
     } else {
       size_t count = request.pod_count ? request.pod_count : pods.size();
       if (count > pods.size()) {
@@ -367,16 +377,12 @@ struct Podfs::Impl {
 
   Result<std::shared_ptr<FileData>> handed_over(const FileHandover& file) {
     if (config.null_store) return fail(ErrorCode::kInvalidArgument, "a null store holds no regions");
-    std::vector<size_t> chosen;
-    for (const auto& id : file.pod_ids) {
-      auto it = std::find_if(pods.begin(), pods.end(), [&](const auto& pod) { return pod->pod_id() == id; });
-      if (it == pods.end()) return fail(ErrorCode::kNotFound, "no memory pod " + id + " here");
-      chosen.push_back(static_cast<size_t>(it - pods.begin()));
-    }
-    auto stripes = StripeLayout::create(chosen.size(), file.stripe_bytes);
+    auto chosen = pod_indices(file.pod_ids);
+    if (!chosen) return fail(chosen.error());
+    auto stripes = StripeLayout::create(chosen->size(), file.stripe_bytes);
     if (!stripes) return fail(stripes.error());
     auto data = std::make_shared<FileData>();
-    data->layout = std::make_shared<const FileLayout>(FileLayout{std::move(chosen), *stripes});
+    data->layout = std::make_shared<const FileLayout>(FileLayout{std::move(*chosen), *stripes});
     data->regions = file.regions;
     for (size_t i = 0; i < data->regions.size(); ++i) {
       VMPOD_TRY_CTX(data->pod(pods, i).resize_region(data->regions[i], stripes->pod_region_size(i, file.size)),
@@ -1347,6 +1353,15 @@ Status Podfs::adopt_file(const std::string& name, const FileRegions& file) {
 }
 
 void Podfs::disown_regions() { impl_->owns_regions = false; }
+
+// fsync: the kernel sends the file's dirty pages as WRITEs, which the
+// serving process's threads answer.
+Status write_back(const std::string& file) {
+  net::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return fail_errno("open " + file, errno);
+  if (::fsync(fd.get()) != 0) return fail_errno("fsync " + file, errno);
+  return {};
+}
 
 Status Podfs::record_reads(const std::string& name, std::chrono::milliseconds window) {
   fuse_ino_t ino;

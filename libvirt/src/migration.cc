@@ -1,6 +1,5 @@
 #include <vmpod/libvirt/migration.h>
 
-#include <fcntl.h>
 #include <libvirt/libvirt-qemu.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
@@ -16,6 +15,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <vmpod/cpuserver/podfs.h>
 #include <vmpod/cpuserver/podfs_placement.h>
 #include <vmpod/libvirt/domain.h>
 #include <vmpod/net/socket.h>
@@ -224,13 +224,6 @@ bool ram_owned(const std::string& ram_file) {
   return n != 2 || std::string_view(value, 2) != "no";
 }
 
-Status write_back(const std::string& ram_file) {
-  net::Fd fd(::open(ram_file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return fail_errno("open " + ram_file, errno);
-  if (::fsync(fd.get()) != 0) return fail_errno("writing back " + ram_file, errno);
-  return {};
-}
-
 std::optional<std::string> MigrationHost::ram_file(const std::string& name, int id) const {
   Domain domain;
   domain.name = name;
@@ -328,7 +321,7 @@ Result<rpc::UriRewriter::FromClient> MigrationRelay::from_client(std::string pac
     case rpc::kProcMigrateBegin3: {
       if (Status shared = host_.ignore_shared(domain.uuid); !shared) return refuse(shared.error().message());
       // Most dirty pages go back now, while the guest runs; the rest once it is paused.
-      if (Status written = write_back(*ram); !written) return refuse(written.error().message());
+      if (Status written = cpuserver::write_back(*ram); !written) return refuse(written.error().message());
       break;
     }
     case rpc::kProcMigratePerform3: {
@@ -343,7 +336,7 @@ Result<rpc::UriRewriter::FromClient> MigrationRelay::from_client(std::string pac
         std::lock_guard lock(mutex_);
         paused_.insert(domain.uuid);
       }
-      if (Status written = write_back(*ram); !written) {
+      if (Status written = cpuserver::write_back(*ram); !written) {
         if (step.paused_here) {
           (void)host_.resume(domain.uuid);
           std::lock_guard lock(mutex_);

@@ -135,4 +135,9 @@ class Podfs {
   std::unique_ptr<Impl> impl_;
 };
 
+// Writes the dirty cached pages of a podfs file (the guest's, through a
+// mapping, too) back to the memory pods, from any process but the one
+// serving the mount (see above).
+Status write_back(const std::string& file);
+
 }  // namespace vmpod::cpuserver

@@ -76,8 +76,6 @@ std::string resume_path(const std::string& memory_backing_dir, const std::string
 Result<std::string> ram_regions(const std::string& ram_file);
 Status set_ram_owned(const std::string& ram_file, bool owned);
 bool ram_owned(const std::string& ram_file);
-// Writes the file's dirty cached pages back to the memory pods.
-Status write_back(const std::string& ram_file);
 
 // One host's side, for its relay: the domains of its libvirtd, asked
 // through libvirt's own client library as root.
