@@ -97,6 +97,24 @@ void add_vm_verbs(CLI::App& app, Outcome& outcome) {
     if (!stopped) outcome.code = report(stopped.error());
   });
 
+  auto rm_flags = std::make_shared<VmFlags>();
+  auto rm_names = std::make_shared<std::vector<std::string>>();
+  auto rm_force = std::make_shared<bool>(false);
+  auto* rm = vm_verb(app, "rm", "Remove stopped VMs: their QMP and HMP endpoints close, their names are free",
+                     rm_flags);
+  rm->add_option("vm", *rm_names, "VM names")->required();
+  rm->add_flag("-f,--force", *rm_force, "stop a VM that runs first");
+  rm->callback([rm_flags, rm_names, rm_force, &outcome] {
+    auto client = connect(*rm_flags);
+    if (!client) return void(outcome.code = report(client.error()));
+    // Each VM on its own: one that cannot go does not keep the rest.
+    for (const std::string& name : *rm_names) {
+      Status removed = *rm_force ? (*client)->stop_vm(name) : Status{};
+      if (removed) removed = (*client)->remove_vm(name);
+      if (!removed) outcome.code = report(removed.error());
+    }
+  });
+
   auto stats_flags = std::make_shared<VmFlags>();
   auto* stats_cmd = vm_verb(app, "stats", "Per-pod statistics of a VM", stats_flags);
   stats_cmd->add_option("vm", stats_flags->vm, "VM name")->required();

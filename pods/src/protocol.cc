@@ -42,6 +42,7 @@ std::string_view message_type_name(uint16_t type) {
     case MessageType::kVmmForkSnapshot: return "vmm-fork-snapshot";
     case MessageType::kVmmListSnapshots: return "vmm-list-snapshots";
     case MessageType::kVmmDeleteSnapshot: return "vmm-delete-snapshot";
+    case MessageType::kVmmRemoveVm: return "vmm-remove-vm";
   }
   return "unknown";
 }

@@ -283,9 +283,7 @@ Result<std::string> StressRunner::prepare_base(StressReport& report) {
     if (!snapshot) return fail(snapshot.error().context("base snapshot"));
     return {};
   }();
-  if (auto stopped = (*vmm)->stop_vm(base->name); !stopped) {
-    spdlog::warn("stress: stopping the base machine: {}", stopped.error().to_string());
-  }
+  discard(**vmm, base->name);
   track(base->name, false);
   if (!built) return fail(built.error());
   report.base_ms = ms_since(started);
@@ -367,12 +365,16 @@ RunResult StressRunner::run_one(vmm::VmmClient& vmm, const RunSpec& spec, const 
 
 void StressRunner::release_clone(vmm::VmmClient& vmm, const std::string& clone, bool kept) {
   if (clone.empty()) return;
-  if (!kept) {
-    if (auto stopped = vmm.stop_vm(clone); !stopped) {
-      spdlog::warn("stress: stopping {}: {}", clone, stopped.error().to_string());
-    }
-  }
+  if (!kept) discard(vmm, clone);
   track(clone, false);
+}
+
+void StressRunner::discard(vmm::VmmClient& vmm, const std::string& vm) {
+  // Removed, not only stopped: a vmm that outlives many plans would
+  // otherwise keep every clone's endpoint.
+  Status gone = vmm.stop_vm(vm);
+  if (gone) gone = vmm.remove_vm(vm);
+  if (!gone) spdlog::warn("stress: removing {}: {}", vm, gone.error().to_string());
 }
 
 Result<StressReport> StressRunner::run() {

@@ -44,6 +44,7 @@ constexpr MessageType kTypes[] = {
     MessageType::kCpuSendGuest, MessageType::kCpuFinishSend, MessageType::kCpuCancelSend,
     MessageType::kCpuReceiveGuest, MessageType::kVmmMigrateVm, MessageType::kVmmSnapshotVm,
     MessageType::kVmmForkSnapshot, MessageType::kVmmListSnapshots, MessageType::kVmmDeleteSnapshot,
+    MessageType::kVmmRemoveVm,
 };
 
 const ProtobufCMessageDescriptor* const kDescriptors[] = {

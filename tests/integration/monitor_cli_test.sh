@@ -2,8 +2,8 @@
 # The monitor verbs against a VM that `vmpod run` keeps running: `ls`
 # names its sockets, `qmp` and `hmp` reach vmpod's commands and QEMU's,
 # `events` follows what `stop` and `cont` cause, `snapshot` and `fork` make
-# a clone, and Ctrl-C (SIGINT) to `vmpod run` leaves no process, mount or
-# socket behind, the clone's included.
+# a clone, `rm` removes it, and Ctrl-C (SIGINT) to `vmpod run` leaves no
+# process, mount or socket behind.
 set -euo pipefail
 vmpod=${VMPOD_BINARY:?run through meson test}
 dir=$(mktemp -d /tmp/vmpod-test-monitor-cli.XXXXXX)
@@ -61,6 +61,12 @@ grep -q "exists" "$dir/again" || fail "taking ready twice: $(cat "$dir/again")"
 "$vmpod" snapshot-delete ready || fail "snapshot-delete"
 "$vmpod" snapshots | grep -q "^ready " && fail "ready is still listed"
 "$vmpod" fork ready 2>/dev/null && fail "forked a deleted snapshot"
+# rm: a running clone only with --force, and then it is gone with its socket.
+"$vmpod" rm ready-0 2>"$dir/rm" && fail "removed a running clone"
+grep -q "stop it first" "$dir/rm" || fail "rm of a running clone: $(cat "$dir/rm")"
+"$vmpod" rm --force ready-0 || fail "rm --force"
+"$vmpod" ls | grep -q "^ready-0 " && fail "ready-0 is still listed"
+[ -e "$dir/run/vmm/ready-0.qmp" ] && fail "ready-0's QMP socket is left"
 
 kill -INT "$run_pid"
 wait "$run_pid" && rc=0 || rc=$?

@@ -4,9 +4,12 @@
 // so the bytes come from the memory pods); a clone forked after them all
 // still finds the snapshot unchanged, and has the working set the first
 // clone recorded fetched ahead of it. A snapshot of a clone restores too.
-// Deleting the snapshots and stopping the clones gives every page back.
+// Deleting the snapshots and stopping the clones gives every page back;
+// removing the stopped clones closes their endpoints.
 #include <criterion/criterion.h>
 
+#include <filesystem>
+#include <iterator>
 #include <set>
 #include <thread>
 
@@ -64,6 +67,12 @@ PodPages pod_pages(vmm::VmmClient& vmm) {
     pages.versions += pod.versions;
   }
   return pages;
+}
+
+// Threads of a process, from /proc/PID/task.
+size_t thread_count(pid_t pid) {
+  auto entries = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task");
+  return static_cast<size_t>(std::distance(std::filesystem::begin(entries), std::filesystem::end(entries)));
 }
 
 }  // namespace
@@ -197,4 +206,28 @@ Test(snapshot_fork, clones_share_the_snapshot_and_keep_their_own_writes, .timeou
   } while (std::chrono::steady_clock::now() < deadline);
   cr_expect_eq(pages.versions, 0u);
   cr_expect_eq(pages.held, pages.regions, "the pods hold %lu pages, vm0's regions %lu", pages.held, pages.regions);
+
+  // Removing the stopped clones closes their endpoints: their sockets and
+  // the vmm's threads for them go, and their names are free. A VM that
+  // runs is not removed.
+  auto running = vmm.remove_vm("vm0");
+  cr_expect(!running.has_value() && running.error().code() == ErrorCode::kWrongState);
+  std::vector<vmm::VmRecord> stopped{*late_vm, grandchild[0]};
+  for (const auto& clone : clones) stopped.push_back(clone.vm);
+  const size_t threads_before = thread_count(base->cluster->vmm_pid());
+  for (const auto& clone : stopped) {
+    auto removed = vmm.remove_vm(clone.name);
+    cr_expect(removed.has_value(), "%s: %s", clone.name.c_str(), removed ? "" : removed.error().to_string().c_str());
+    cr_expect(!std::filesystem::exists(clone.qmp_endpoint), "%s", clone.qmp_endpoint.c_str());
+    cr_expect(!std::filesystem::exists(clone.hmp_endpoint), "%s", clone.hmp_endpoint.c_str());
+    auto gone = vmm.vm(clone.name);
+    cr_expect(!gone.has_value() && gone.error().code() == ErrorCode::kNotFound, "%s", clone.name.c_str());
+  }
+  const size_t threads_after = thread_count(base->cluster->vmm_pid());
+  cr_expect_leq(threads_after + 2 * stopped.size(), threads_before,
+                "the vmm had %zu threads with %zu stopped VMs, %zu without them", threads_before, stopped.size(),
+                threads_after);
+  auto listed_vms = vmm.vms();
+  cr_assert(listed_vms.has_value());
+  cr_expect_eq(listed_vms->size(), 1u, "vm0 alone is left");
 }

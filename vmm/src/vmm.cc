@@ -117,8 +117,9 @@ struct Vmm::Impl {
     cpuserver::MemoryPlacement placement;
   };
   std::map<std::string, Launch> launches;
-  // Never erased while the vmm runs: a VM's endpoint outlives its QEMUs.
-  std::map<std::string, std::unique_ptr<VmEndpoint>> endpoints;
+  // A VM's endpoint outlives its QEMUs, until the VM is removed. Shared so
+  // that a call using one keeps it while remove_vm takes it out.
+  std::map<std::string, std::shared_ptr<VmEndpoint>> endpoints;
   std::vector<std::function<void(const VmEvent&)>> listeners;
   // After `pods`: its destructor releases versions through them.
   std::unique_ptr<SnapshotStore> snapshots;
@@ -140,12 +141,12 @@ struct Vmm::Impl {
                 "vm {}: {} -> {}{}{}", event.vm, vm_state_name(event.from), vm_state_name(event.to),
                 event.reason.empty() ? "" : ": ", event.reason);
     std::vector<std::function<void(const VmEvent&)>> copy;
-    VmEndpoint* endpoint = nullptr;
+    std::shared_ptr<VmEndpoint> endpoint;
     {
       std::lock_guard lock(mutex);
       copy = listeners;
       auto it = endpoints.find(event.vm);
-      if (it != endpoints.end()) endpoint = it->second.get();
+      if (it != endpoints.end()) endpoint = it->second;
     }
     if (endpoint != nullptr) {
       if (event.to == VmState::kStopped || event.to == VmState::kFailed) endpoint->detach(event.reason);
@@ -155,10 +156,10 @@ struct Vmm::Impl {
   }
 
   // The VM's endpoint, made on its first start.
-  Result<VmEndpoint*> endpoint_for(const std::string& name, const std::string& qmp_tcp) {
+  Result<std::shared_ptr<VmEndpoint>> endpoint_for(const std::string& name, const std::string& qmp_tcp) {
     std::lock_guard lock(mutex);
     auto it = endpoints.find(name);
-    if (it != endpoints.end()) return it->second.get();
+    if (it != endpoints.end()) return it->second;
     std::error_code ec;
     std::filesystem::create_directories(config.run_dir, ec);
     if (ec) return fail(ErrorCode::kInternal, "cannot create " + config.run_dir + ": " + ec.message());
@@ -174,9 +175,9 @@ struct Vmm::Impl {
     auto endpoint = VmEndpoint::start(name, addresses, std::make_unique<VmCommands>(*owner, name),
                                       [this, name](const std::string& event) { follow_qemu(name, event); });
     if (!endpoint) return fail(endpoint.error());
-    VmEndpoint* raw = endpoint->get();
-    endpoints.emplace(name, std::move(*endpoint));
-    return raw;
+    std::shared_ptr<VmEndpoint> shared = std::move(*endpoint);
+    endpoints.emplace(name, shared);
+    return shared;
   }
 
   // Launches the VM on its compute pod (booting it, or from `incoming`
@@ -372,7 +373,7 @@ struct Vmm::Impl {
 
   // Gives a starting VM its endpoint and remembers how it launches; on
   // failure the VM has failed.
-  Result<VmEndpoint*> open_vm(const std::string& name, const std::string& qmp_tcp, const Launch& how) {
+  Result<std::shared_ptr<VmEndpoint>> open_vm(const std::string& name, const std::string& qmp_tcp, const Launch& how) {
     auto endpoint = endpoint_for(name, qmp_tcp);
     if (!endpoint) {
       move(name, VmState::kFailed, endpoint.error().message());
@@ -421,13 +422,13 @@ struct Vmm::Impl {
 
   Result<VmRecord> restart_vm(const std::string& name) {
     Launch how;
-    VmEndpoint* endpoint = nullptr;
+    std::shared_ptr<VmEndpoint> endpoint;
     {
       std::lock_guard lock(mutex);
       auto it = launches.find(name);
       if (it == launches.end()) return fail(ErrorCode::kNotFound, "no vm named '" + name + "'");
       how = it->second;
-      endpoint = endpoints.at(name).get();
+      endpoint = endpoints.at(name);
     }
     // Starting first, so the watcher does not take the old QEMU's end for the VM's.
     auto current = begin(name, VmState::kStarting, "restart");
@@ -447,14 +448,14 @@ struct Vmm::Impl {
   Result<MigrationReport> migrate_vm(const std::string& name, const std::string& to) {
     const auto started = std::chrono::steady_clock::now();
     Launch how;
-    VmEndpoint* endpoint = nullptr;
+    std::shared_ptr<VmEndpoint> endpoint;
     std::shared_ptr<Pod> destination;
     {
       std::lock_guard lock(mutex);
       auto it = launches.find(name);
       if (it == launches.end()) return fail(ErrorCode::kNotFound, "no vm named '" + name + "'");
       how = it->second;
-      endpoint = endpoints.at(name).get();
+      endpoint = endpoints.at(name);
       auto pod = pods.find(to);
       if (pod == pods.end() || pod->second->record.kind != PodKind::kCompute) {
         return fail(ErrorCode::kNotFound, "no compute pod named '" + to + "'");
@@ -749,6 +750,48 @@ struct Vmm::Impl {
     return {};
   }
 
+  // Forgets a VM that no QEMU runs for: its endpoint closes (its clients
+  // are disconnected, its sockets and threads go) and its name and record
+  // with it. A snapshot whose working set it recorded asks it for the set
+  // first, so that later clones still prefetch.
+  Status remove_vm(const std::string& name) {
+    auto current = vm(name);
+    if (!current) return fail(current.error());
+    if (vm_is_live(current->state)) {
+      return fail(ErrorCode::kWrongState,
+                  "vm '" + name + "' is " + std::string(vm_state_name(current->state)) + ": stop it first");
+    }
+    for (const SnapshotRecord& record : snapshots->list()) {
+      auto snapshot = snapshots->find(record.name);
+      if (snapshot && snapshot->recorder == name) (void)working_set_of(*snapshot);
+    }
+    std::shared_ptr<VmEndpoint> endpoint;
+    {
+      std::lock_guard lock(mutex);
+      auto it = vms.find(name);
+      // Checked again: the name may have started a new VM meanwhile.
+      if (it == vms.end()) return {};
+      if (vm_is_live(it->second.state)) {
+        return fail(ErrorCode::kWrongState, "vm '" + name + "' started again");
+      }
+      vms.erase(it);
+      launches.erase(name);
+      auto found = endpoints.find(name);
+      if (found != endpoints.end()) {
+        endpoint = std::move(found->second);
+        endpoints.erase(found);
+      }
+    }
+    // A call that took the endpoint before it went (publishing an event,
+    // a restart that will find no VM) lets go of it in a moment; the last
+    // reference goes here, never on the endpoint's own worker, which its
+    // destructor joins.
+    while (endpoint && endpoint.use_count() > 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    endpoint.reset();
+    spdlog::info("vm {}: removed", name);
+    return {};
+  }
+
   template <class Call>
   auto on_compute(const std::string& name, Call call) -> decltype(call(std::declval<cpuserver::ComputePodClient&>())) {
     auto compute = compute_of(name);
@@ -865,6 +908,13 @@ struct Vmm::Impl {
         if (!stopped) return fail(stopped.error());
         return pods::empty_message();
       }
+      case MessageType::kVmmRemoveVm: {
+        auto parsed = named(frame, name);
+        if (!parsed) return parsed;
+        auto removed = remove_vm(name);
+        if (!removed) return fail(removed.error());
+        return pods::empty_message();
+      }
       case MessageType::kVmmRestartVm: {
         auto parsed = named(frame, name);
         if (!parsed) return parsed;
@@ -963,6 +1013,7 @@ Result<PodRecord> Vmm::register_pod(const PodRecord& pod) { return impl_->regist
 std::vector<PodRecord> Vmm::pods() const { return impl_->pod_records(); }
 Result<VmRecord> Vmm::create_vm(const VmRequest& request) { return impl_->create_vm(request); }
 Status Vmm::stop_vm(const std::string& name) { return impl_->stop_vm(name); }
+Status Vmm::remove_vm(const std::string& name) { return impl_->remove_vm(name); }
 Result<VmRecord> Vmm::restart_vm(const std::string& name) { return impl_->restart_vm(name); }
 Result<MigrationReport> Vmm::migrate_vm(const std::string& name, const std::string& to_compute_pod) {
   return impl_->migrate_vm(name, to_compute_pod);

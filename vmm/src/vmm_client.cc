@@ -85,6 +85,12 @@ Status VmmClient::stop_vm(const std::string& name) {
   return {};
 }
 
+Status VmmClient::remove_vm(const std::string& name) {
+  auto reply = call(*rpc_, MessageType::kVmmRemoveVm, name_body(name));
+  if (!reply) return fail(reply.error());
+  return {};
+}
+
 Result<VmRecord> VmmClient::restart_vm(const std::string& name) {
   auto reply = call(*rpc_, MessageType::kVmmRestartVm, name_body(name));
   if (!reply) return fail(reply.error());

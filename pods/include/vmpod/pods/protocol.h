@@ -44,6 +44,7 @@ enum class MessageType : uint16_t {
   kVmmForkSnapshot = 0x030b,
   kVmmListSnapshots = 0x030c,
   kVmmDeleteSnapshot = 0x030d,
+  kVmmRemoveVm = 0x030e,
 };
 
 constexpr uint16_t wire(MessageType type) { return static_cast<uint16_t>(type); }

@@ -78,6 +78,8 @@ class StressRunner {
                     const std::string& code_image);
   // Stops a run's clone, unless it is kept.
   void release_clone(vmm::VmmClient& vmm, const std::string& clone, bool kept);
+  // Stops a VM and removes it from the vmm.
+  void discard(vmm::VmmClient& vmm, const std::string& vm);
   void track(const std::string& vm, bool live);
   void progress(const std::string& phase, size_t total, size_t running, size_t done, size_t failed);
 

@@ -119,6 +119,9 @@ class Vmm {
 
   Result<VmRecord> create_vm(const VmRequest& request);
   Status stop_vm(const std::string& name);
+  // Forgets a stopped or failed VM: its QMP and HMP endpoints close and
+  // its name is free. kWrongState while a QEMU runs for it.
+  Status remove_vm(const std::string& name);
   // A fresh QEMU for the VM on the same pods; its QMP endpoint stays and
   // its clients see X_VMPOD_BACKEND_CHANGED.
   Result<VmRecord> restart_vm(const std::string& name);
@@ -163,6 +166,7 @@ class VmmClient {
   Result<std::vector<PodRecord>> pods();
   Result<VmRecord> create_vm(const VmRequest& request);
   Status stop_vm(const std::string& name);
+  Status remove_vm(const std::string& name);
   Result<VmRecord> restart_vm(const std::string& name);
   Result<MigrationReport> migrate_vm(const std::string& name, const std::string& to_compute_pod);
   Result<SnapshotRecord> snapshot_vm(const std::string& name, const std::string& snapshot, bool stay_paused);
