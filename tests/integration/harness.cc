@@ -3,8 +3,10 @@
 #include <criterion/criterion.h>
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -36,7 +38,19 @@ void stop_all() {
 }
 
 std::string test_dir(const std::string& name) {
-  std::string dir = "/tmp/vmpod-test-" + name + "-" + std::to_string(::getpid());
+  const std::string prefix = "vmpod-test-" + name + "-";
+  // Earlier runs' directories (of processes that are gone) go; this run's
+  // stays after it, its logs there for a look.
+  std::error_code ignored;
+  for (const auto& entry : std::filesystem::directory_iterator("/tmp", ignored)) {
+    const std::string file = entry.path().filename().string();
+    if (file.rfind(prefix, 0) != 0) continue;
+    const std::string pid = file.substr(prefix.size());
+    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) == 0 || errno != ESRCH) continue;
+    std::filesystem::remove_all(entry.path(), ignored);
+  }
+  std::string dir = "/tmp/" + prefix + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;

@@ -37,7 +37,8 @@ struct BootedGuest {
   std::unique_ptr<cpuserver::GuestAgent> agent;
 };
 
-// A fresh directory under /tmp for one test's sockets and logs.
+// A fresh directory under /tmp for one test's sockets and logs, left for a
+// look after it; the next run of that test removes it.
 std::string test_dir(const std::string& name);
 // The harness owns every cluster it starts, so that stop_all() can stop
 // them when a failed assertion leaves the test body without running its
