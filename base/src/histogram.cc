@@ -1,6 +1,8 @@
 #include <vmpod/base/histogram.h>
 
+#include <algorithm>
 #include <bit>
+#include <cmath>
 
 namespace vmpod {
 
@@ -38,6 +40,14 @@ double histogram_quantile_us(const std::vector<uint64_t>& buckets, double quanti
     seen += static_cast<double>(buckets[i]);
   }
   return static_cast<double>(uint64_t{1} << (buckets.size() - 1)) / 1000.0;
+}
+
+double percentile(std::vector<double> samples, double q) {
+  if (samples.empty()) return 0;
+  size_t rank = static_cast<size_t>(std::ceil(std::clamp(q, 0.0, 1.0) * static_cast<double>(samples.size())));
+  rank = std::clamp<size_t>(rank, 1, samples.size());
+  std::nth_element(samples.begin(), samples.begin() + static_cast<long>(rank - 1), samples.end());
+  return samples[rank - 1];
 }
 
 }  // namespace vmpod

@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <vmpod/base/histogram.h>
+
 namespace vmpod::stress {
 
 namespace {
@@ -228,13 +230,6 @@ std::string junit_xml(const StressReport& report) {
                      "  </testsuite>\n</testsuites>\n",
                      xml_text(report.plan_name), report.runs.size(), failures, report.count(Verdict::kError),
                      report.duration_ms / 1000.0, body);
-}
-
-double percentile(std::vector<double> values, double q) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  size_t rank = static_cast<size_t>(std::ceil(std::clamp(q, 0.0, 1.0) * static_cast<double>(values.size())));
-  return values[rank == 0 ? 0 : rank - 1];
 }
 
 std::string summary_table(const StressReport& report) {

@@ -66,14 +66,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-double percentile(std::vector<double> samples, double q) {
-  if (samples.empty()) return 0;
-  size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(samples.size())));
-  rank = std::clamp<size_t>(rank, 1, samples.size());
-  std::nth_element(samples.begin(), samples.begin() + static_cast<long>(rank - 1), samples.end());
-  return samples[rank - 1];
-}
-
 Summary summarize(const std::vector<double>& values) {
   Summary s;
   if (values.empty()) return s;

@@ -27,8 +27,6 @@ bool sleep_unless_stopped(std::chrono::milliseconds duration);
 
 double seconds_since(std::chrono::steady_clock::time_point start);
 
-// Nearest-rank percentile (q in [0, 1]) of unsorted samples; 0 when empty.
-double percentile(std::vector<double> samples, double q);
 
 struct Summary {
   double min = 0, median = 0, max = 0;

@@ -25,7 +25,7 @@ class CommonFlags {
  public:
   CommonFlags(CLI::App& app, Options& options, const FlagHelp& help) : options_(options) {
     app.add_flag("--quick", options.quick, help.quick);
-    app.add_option("--pairs", options.pairs, help.pairs)->capture_default_str();
+    app.add_option("--pairs", options.pairs, help.pairs)->capture_default_str()->check(CLI::Range(1u, 1000u));
     app.add_option("--warmup", options.warmup, help.warmup)->capture_default_str();
     json_ = app.add_option("--json", json_path_, "also write the results as JSON (- for stdout)");
     app.add_option("--dir", options.dir, help.dir);

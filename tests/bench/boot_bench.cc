@@ -30,6 +30,7 @@
 #include <vmpod/vmm/vmm.h>
 
 #include "bench_common.h"
+#include "bench_flags.h"
 
 namespace {
 
@@ -56,70 +57,8 @@ struct Options {
   bool verbose = false;
 };
 
-void usage() {
-  std::fprintf(stderr,
-               "usage: boot_bench [--quick] [--pairs N] [--warmup N] [--json [PATH|-]] [--kernel PATH]\n"
-               "                  [--initrd PATH] [--memory SIZE] [--machine q35|microvm] [--timeout SECONDS]\n"
-               "                  [--vmpod PATH] [--dir DIR] [--verbose]\n"
-               "Boot to VMPOD-READY with RAM on memory pods vs plain QEMU RAM (see docs/performance.md).\n");
-}
-
-std::optional<Options> parse_options(int argc, char** argv) {
-  Options o;
-  std::optional<unsigned> pairs, warmup;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    try {
-      if (arg == "--quick") o.quick = true;
-      else if (arg == "--verbose") o.verbose = true;
-      else if (arg == "--json") {
-        if (i + 1 < argc && (argv[i + 1][0] != '-' || std::string(argv[i + 1]) == "-")) o.json = argv[++i];
-        else o.json = "-";
-      } else if (arg == "--help" || arg == "-h") {
-        usage();
-        std::exit(0);
-      } else if (i + 1 < argc) {
-        std::string v = argv[++i];
-        if (arg == "--pairs") pairs = static_cast<unsigned>(std::stoul(v));
-        else if (arg == "--warmup") warmup = static_cast<unsigned>(std::stoul(v));
-        else if (arg == "--kernel") o.kernel = v;
-        else if (arg == "--initrd") o.initrd = v;
-        else if (arg == "--machine") o.machine = v;
-        else if (arg == "--timeout") o.timeout_s = static_cast<unsigned>(std::stoul(v));
-        else if (arg == "--vmpod") o.vmpod_binary = v;
-        else if (arg == "--dir") o.dir = v;
-        else if (arg == "--memory") {
-          auto size = parse_size(v);
-          if (!size) {
-            std::fprintf(stderr, "--memory: %s\n", size.error().to_string().c_str());
-            return std::nullopt;
-          }
-          o.memory = *size;
-        } else {
-          std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
-          usage();
-          return std::nullopt;
-        }
-      } else {
-        std::fprintf(stderr, "unknown argument %s (or missing value)\n", arg.c_str());
-        usage();
-        return std::nullopt;
-      }
-    } catch (const std::exception&) {
-      std::fprintf(stderr, "bad value for %s\n", arg.c_str());
-      return std::nullopt;
-    }
-  }
-  if (o.quick) {
-    o.pairs = 1;
-    o.warmup = 0;
-  }
-  if (pairs) o.pairs = *pairs;
-  if (warmup) o.warmup = *warmup;
-  if (o.pairs == 0) {
-    std::fprintf(stderr, "--pairs must be at least 1\n");
-    return std::nullopt;
-  }
+// The defaults of the guest image and binary, and the microvm command line.
+Options completed(Options o) {
   if (o.kernel.empty()) o.kernel = bench::guest_image_file("vmlinuz");
   if (o.initrd.empty()) o.initrd = bench::guest_image_file("initramfs.cpio.gz");
   if (o.vmpod_binary.empty()) o.vmpod_binary = bench::vmpod_binary();
@@ -305,10 +244,29 @@ Result<BootResult> boot_plain(const Options& o, const std::string& run_dir) {
 
 int run(int argc, char** argv) {
   bench::install_stop_signals();
-  auto parsed = parse_options(argc, argv);
-  if (!parsed) return 2;
-  Options o = *parsed;
-  spdlog::set_level(o.verbose ? spdlog::level::info : spdlog::level::warn);
+  Options o;
+  std::string memory = "256M";
+  CLI::App app{"Boot to VMPOD-READY with RAM on memory pods vs plain QEMU RAM (docs/performance.md)"};
+  bench::CommonFlags flags(app, o,
+                           {.quick = "1 pair, no warm-up: checks that it runs",
+                            .pairs = "measured pairs",
+                            .warmup = "warm-up pairs",
+                            .dir = "sockets and logs (default: a fresh /tmp directory, removed after)"});
+  app.add_option("--kernel", o.kernel, "guest kernel (default: the guest image's)");
+  app.add_option("--initrd", o.initrd, "guest initramfs (default: the guest image's)");
+  app.add_option("--memory", memory, "guest RAM")->capture_default_str();
+  app.add_option("--machine", o.machine, "QEMU machine")->capture_default_str()->check(CLI::IsMember({"q35", "microvm"}));
+  app.add_option("--timeout", o.timeout_s, "seconds to wait for each boot")->capture_default_str();
+  app.add_option("--vmpod", o.vmpod_binary, "the vmpod binary (default: the build's)");
+  CLI11_PARSE(app, argc, argv);
+  flags.apply();
+  auto memory_bytes = parse_size(memory);
+  if (!memory_bytes) {
+    std::fprintf(stderr, "boot_bench: --memory: %s\n", memory_bytes.error().to_string().c_str());
+    return 2;
+  }
+  o.memory = *memory_bytes;
+  o = completed(std::move(o));
   for (const auto& file : {o.kernel, o.initrd, o.vmpod_binary}) {
     if (!std::filesystem::exists(file)) {
       std::fprintf(stderr, "boot_bench: %s does not exist (build the guest image and vmpod; "

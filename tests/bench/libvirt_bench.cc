@@ -22,6 +22,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <vmpod/base/histogram.h>
 #include <vmpod/cpuserver/guest_agent.h>
 #include <vmpod/vmm/local_cluster.h>
 
@@ -86,7 +87,7 @@ Result<double> time_list(const std::string& uri) {
     if (listed.status != 0) return fail(ErrorCode::kInternal, "virsh -c " + uri + " list: " + listed.output);
     took.push_back(ms_since(start));
   }
-  return bench::percentile(took, 0.5);
+  return vmpod::percentile(took, 0.5);
 }
 
 int run(int argc, char** argv) {

@@ -50,6 +50,7 @@
 #include <vmpod/pods/memory_client.h>
 
 #include "bench_common.h"
+#include "bench_flags.h"
 
 namespace {
 
@@ -94,17 +95,16 @@ int touch_main(int argc, char** argv) {
   std::string file, mode = "seq", expect = "any", out;
   uint64_t size = 0, pages = 0, seed = 1;
   bool hugepage = true;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--touch") file = value;
-    else if (flag == "--mode") mode = value;
-    else if (flag == "--size") size = std::stoull(value);
-    else if (flag == "--pages") pages = std::stoull(value);
-    else if (flag == "--seed") seed = std::stoull(value);
-    else if (flag == "--hugepage") hugepage = value == "1";
-    else if (flag == "--expect") expect = value;
-    else if (flag == "--out") out = value;
-  }
+  CLI::App app{"pagein_bench's toucher: maps FILE and times its page faults"};
+  app.add_option("--touch", file)->required();
+  app.add_option("--mode", mode)->check(CLI::IsMember({"seq", "random"}));
+  app.add_option("--size", size)->required();
+  app.add_option("--pages", pages);
+  app.add_option("--seed", seed);
+  app.add_option("--hugepage", hugepage);
+  app.add_option("--expect", expect);
+  app.add_option("--out", out)->required();
+  CLI11_PARSE(app, argc, argv);
   if (file.empty() || out.empty() || size < kPage) {
     std::fprintf(stderr, "touch: bad arguments\n");
     return 2;
@@ -264,106 +264,56 @@ struct Store {
   std::map<std::string, Detail> details;               // "seq" / "random"
 };
 
-void usage() {
-  std::fprintf(stderr,
-               "usage: pagein_bench [--quick] [--size SIZE] [--stripe SIZE] [--random-pages N] [--pairs N] [--warmup N]\n"
-               "                    [--no-hugepage] [--variants tmpfs,null,tcp,shm] [--json [PATH|-]]\n"
-               "                    [--no-probe] [--vmpod PATH] [--dir DIR] [--verbose]\n"
-               "Page-in through podfs vs tmpfs and the null-store FUSE floor (see docs/performance.md).\n");
-}
-
+// The flags, checked and completed; nullopt after printing why not.
 std::optional<Options> parse_options(int argc, char** argv) {
   Options o;
-  std::optional<uint64_t> size, pages;
-  std::optional<unsigned> pairs, warmup;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&]() -> std::optional<std::string> {
-      if (i + 1 >= argc) return std::nullopt;
-      return std::string(argv[++i]);
-    };
-    try {
-      if (arg == "--quick") o.quick = true;
-      else if (arg == "--no-hugepage") o.hugepage = false;
-      else if (arg == "--verbose") o.verbose = true;
-      else if (arg == "--no-probe") o.probe = false;
-      else if (arg == "--json") {
-        if (i + 1 < argc && argv[i + 1][0] != '-') o.json = argv[++i];
-        else if (i + 1 < argc && std::string(argv[i + 1]) == "-") o.json = argv[++i];
-        else o.json = "-";
-      } else if (arg == "--size" || arg == "--stripe" || arg == "--random-pages" || arg == "--pairs" || arg == "--warmup" ||
-                 arg == "--variants" || arg == "--vmpod" || arg == "--dir") {
-        auto v = value();
-        if (!v) {
-          std::fprintf(stderr, "%s needs a value\n", arg.c_str());
-          return std::nullopt;
-        }
-        if (arg == "--size") {
-          auto parsed = parse_size(*v);
-          if (!parsed) {
-            std::fprintf(stderr, "--size: %s\n", parsed.error().to_string().c_str());
-            return std::nullopt;
-          }
-          size = *parsed;
-        } else if (arg == "--stripe") {
-          auto parsed = parse_size(*v);
-          if (!parsed) {
-            std::fprintf(stderr, "--stripe: %s\n", parsed.error().to_string().c_str());
-            return std::nullopt;
-          }
-          o.stripe = *parsed;
-        } else if (arg == "--random-pages") pages = std::stoull(*v);
-        else if (arg == "--pairs") pairs = static_cast<unsigned>(std::stoul(*v));
-        else if (arg == "--warmup") warmup = static_cast<unsigned>(std::stoul(*v));
-        else if (arg == "--vmpod") o.vmpod_binary = *v;
-        else if (arg == "--dir") o.dir = *v;
-        else {
-          o.variants.clear();
-          size_t start = 0;
-          while (start <= v->size()) {
-            size_t comma = v->find(',', start);
-            std::string name = v->substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-            if (!name.empty()) o.variants.push_back(name);
-            if (comma == std::string::npos) break;
-            start = comma + 1;
-          }
-        }
-      } else if (arg == "--help" || arg == "-h") {
-        usage();
-        std::exit(0);
-      } else {
-        std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
-        usage();
-        return std::nullopt;
-      }
-    } catch (const std::exception&) {
-      std::fprintf(stderr, "bad value for %s\n", arg.c_str());
-      return std::nullopt;
-    }
-  }
-  if (o.quick) {
-    o.size = 16ull << 20;
-    o.random_pages = 512;
-    o.pairs = 3;
-    o.warmup = 1;
-  }
-  if (size) o.size = *size;
-  if (pages) o.random_pages = *pages;
-  if (pairs) o.pairs = *pairs;
-  if (warmup) o.warmup = *warmup;
-  o.size = o.size / (2 << 20) * (2 << 20);  // whole stripes on both pods, whole huge pages
-  if (o.size == 0 || o.pairs == 0) {
-    std::fprintf(stderr, "--size must be at least 2M and --pairs at least 1\n");
+  std::string size = "256M", stripe = std::to_string(o.stripe);
+  bool no_hugepage = false, no_probe = false;
+  CLI::App app{"Page-in through podfs vs tmpfs and the null-store FUSE floor (docs/performance.md)"};
+  bench::CommonFlags flags(app, o,
+                           {.quick = "16M, 512 random pages, 1 pair, no warm-up: checks that it runs",
+                            .pairs = "measured pairs per variant",
+                            .warmup = "warm-up pairs per variant",
+                            .dir = "mounts and logs (default: a fresh /tmp directory, removed after)"});
+  auto* size_flag = app.add_option("--size", size, "file size (whole 2M units)")->capture_default_str();
+  app.add_option("--stripe", stripe, "podfs stripe size")->capture_default_str();
+  auto* pages_flag = app.add_option("--random-pages", o.random_pages, "pages touched at random")->capture_default_str();
+  app.add_flag("--no-hugepage", no_hugepage, "no MADV_HUGEPAGE on the mapping");
+  app.add_option("--variants", o.variants, "stores to measure; null is every ratio's baseline")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"tmpfs", "null", "tcp", "shm"}))
+      ->capture_default_str();
+  app.add_flag("--no-probe", no_probe, "skip the fabric probe");
+  app.add_option("--vmpod", o.vmpod_binary, "the vmpod binary (default: the build's)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    int code = app.exit(error);
+    if (code == 0) std::exit(0);
     return std::nullopt;
   }
-  for (const auto& v : o.variants) {
-    if (v != "tmpfs" && v != "null" && v != "tcp" && v != "shm") {
-      std::fprintf(stderr, "unknown variant %s (tmpfs, null, tcp, shm)\n", v.c_str());
-      return std::nullopt;
-    }
+  flags.apply();
+  o.hugepage = !no_hugepage;
+  o.probe = !no_probe;
+  auto size_bytes = parse_size(size);
+  auto stripe_bytes = parse_size(stripe);
+  if (!size_bytes || !stripe_bytes) {
+    std::fprintf(stderr, "pagein_bench: %s\n", (!size_bytes ? size_bytes : stripe_bytes).error().to_string().c_str());
+    return std::nullopt;
+  }
+  o.size = *size_bytes;
+  o.stripe = *stripe_bytes;
+  if (o.quick) {
+    if (!*size_flag) o.size = 16ull << 20;
+    if (!*pages_flag) o.random_pages = 512;
+  }
+  o.size = o.size / (2 << 20) * (2 << 20);  // whole stripes on both pods, whole huge pages
+  if (o.size == 0) {
+    std::fprintf(stderr, "pagein_bench: --size must be at least 2M\n");
+    return std::nullopt;
   }
   if (std::find(o.variants.begin(), o.variants.end(), "null") == o.variants.end()) {
-    std::fprintf(stderr, "--variants must include null: it is the baseline of every ratio\n");
+    std::fprintf(stderr, "pagein_bench: --variants must include null: it is the baseline of every ratio\n");
     return std::nullopt;
   }
   if (o.vmpod_binary.empty()) {
@@ -643,8 +593,8 @@ Result<ProbeResult> probe_fabric(const Store& store, const Options& o) {
   (void)(*client)->delete_region(*region);
   if (!status) return fail(status.error().context("probe"));
   if (failed) return fail(ErrorCode::kInternal, "probe: a parallel read failed");
-  result.serial_p50_us = bench::percentile(latency, 0.5);
-  result.serial_p99_us = bench::percentile(latency, 0.99);
+  result.serial_p50_us = vmpod::percentile(latency, 0.5);
+  result.serial_p99_us = vmpod::percentile(latency, 0.99);
   result.serial_gbps = static_cast<double>(latency.size() * kChunk) / 1e9 / serial_s;
   result.parallel_gbps = static_cast<double>(reps / result.threads * result.threads * kChunk) / 1e9 / parallel_s;
   return result;
@@ -655,7 +605,6 @@ int driver_main(int argc, char** argv) {
   auto parsed = parse_options(argc, argv);
   if (!parsed) return 2;
   Options o = *parsed;
-  spdlog::set_level(o.verbose ? spdlog::level::info : spdlog::level::warn);
   if (!std::filesystem::exists(o.vmpod_binary) &&
       (std::find(o.variants.begin(), o.variants.end(), "tcp") != o.variants.end() ||
        std::find(o.variants.begin(), o.variants.end(), "shm") != o.variants.end())) {
@@ -707,13 +656,13 @@ int driver_main(int argc, char** argv) {
           break;
         }
         if (!measured) continue;
-        store->figures[mode + ".p50_us"].push_back(bench::percentile(run->latency_us, 0.50));
-        store->figures[mode + ".p99_us"].push_back(bench::percentile(run->latency_us, 0.99));
+        store->figures[mode + ".p50_us"].push_back(vmpod::percentile(run->latency_us, 0.50));
+        store->figures[mode + ".p99_us"].push_back(vmpod::percentile(run->latency_us, 0.99));
         if (mode == "seq") {
           store->figures["seq.gbps"].push_back(static_cast<double>(o.size) / 1e9 / run->total_s);
         } else {
-          store->figures["random.major_p50_us"].push_back(bench::percentile(run->major_us, 0.50));
-          store->figures["random.major_p99_us"].push_back(bench::percentile(run->major_us, 0.99));
+          store->figures["random.major_p50_us"].push_back(vmpod::percentile(run->major_us, 0.50));
+          store->figures["random.major_p99_us"].push_back(vmpod::percentile(run->major_us, 0.99));
         }
       }
     }
@@ -796,15 +745,15 @@ int driver_main(int argc, char** argv) {
         std::string line = fmt::format(
             "# detail {} {}: {}; all touches pooled p50={}us p90={}us p99={}us max={}us;"
             " per run: touches={} major_faults={} minor_faults={}",
-            s->name, mode, d.madvise, bench::format_value(bench::percentile(d.touch_us, 0.5)),
-            bench::format_value(bench::percentile(d.touch_us, 0.9)),
-            bench::format_value(bench::percentile(d.touch_us, 0.99)),
-            bench::format_value(bench::percentile(d.touch_us, 1.0)), bench::format_value(d.touches / runs),
+            s->name, mode, d.madvise, bench::format_value(vmpod::percentile(d.touch_us, 0.5)),
+            bench::format_value(vmpod::percentile(d.touch_us, 0.9)),
+            bench::format_value(vmpod::percentile(d.touch_us, 0.99)),
+            bench::format_value(vmpod::percentile(d.touch_us, 1.0)), bench::format_value(d.touches / runs),
             bench::format_value(d.major_faults / runs), bench::format_value(d.minor_faults / runs));
         if (!d.major_us.empty()) {
           line += fmt::format("; major-fault touches pooled p50={}us p99={}us",
-                              bench::format_value(bench::percentile(d.major_us, 0.5)),
-                              bench::format_value(bench::percentile(d.major_us, 0.99)));
+                              bench::format_value(vmpod::percentile(d.major_us, 0.5)),
+                              bench::format_value(vmpod::percentile(d.major_us, 0.99)));
         }
         if (s->podfs && d.runs > 0) {
           double per_run = static_cast<double>(d.reads) / d.runs;
@@ -846,13 +795,13 @@ int driver_main(int argc, char** argv) {
         doc["details"][s->name][mode] = {
             {"madvise", d.madvise},
             {"runs", d.runs},
-            {"touch_p50_us", bench::percentile(d.touch_us, 0.5)},
-            {"touch_p99_us", bench::percentile(d.touch_us, 0.99)},
+            {"touch_p50_us", vmpod::percentile(d.touch_us, 0.5)},
+            {"touch_p99_us", vmpod::percentile(d.touch_us, 0.99)},
             {"touches_per_run", d.runs ? d.touches / d.runs : 0},
             {"major_faults_per_run", d.runs ? d.major_faults / d.runs : 0},
             {"minor_faults_per_run", d.runs ? d.minor_faults / d.runs : 0},
-            {"major_touch_p50_us", bench::percentile(d.major_us, 0.5)},
-            {"major_touch_p99_us", bench::percentile(d.major_us, 0.99)},
+            {"major_touch_p50_us", vmpod::percentile(d.major_us, 0.5)},
+            {"major_touch_p99_us", vmpod::percentile(d.major_us, 0.99)},
             {"podfs_reads", d.reads},
             {"podfs_bytes_read", d.bytes_read},
             {"podfs_zero_reads", d.zero_reads},

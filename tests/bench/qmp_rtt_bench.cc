@@ -23,6 +23,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <vmpod/base/histogram.h>
 #include <vmpod/cpuserver/guest_agent.h>
 #include <vmpod/cpuserver/qemu.h>
 #include <vmpod/qmp/qmp_client.h>
@@ -85,7 +86,7 @@ Result<Pass> time_pass(qmp::QmpClient& client, unsigned samples) {
     if (!status) return fail(status.error().context("query-status"));
     micros.push_back(std::chrono::duration<double, std::micro>(elapsed).count());
   }
-  return Pass{bench::percentile(micros, 0.5), bench::percentile(micros, 0.99)};
+  return Pass{vmpod::percentile(micros, 0.5), vmpod::percentile(micros, 0.99)};
 }
 
 int run(int argc, char** argv) {

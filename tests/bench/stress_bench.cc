@@ -32,6 +32,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <vmpod/base/histogram.h>
 #include <vmpod/base/units.h>
 #include <vmpod/cpuserver/guest_agent.h>
 #include <vmpod/cpuserver/qemu.h>
@@ -240,8 +241,8 @@ Status measure_runs(const Options& o, const net::SocketAddress& vmm, uint64_t me
       (vmpod_turn ? result.rate.subject : result.rate.baseline).push_back(per_min);
       auto& all = vmpod_turn ? harness_ms : fresh_ms;
       all.insert(all.end(), batch->first_instruction_ms.begin(), batch->first_instruction_ms.end());
-      (vmpod_turn ? result.p50.subject : result.p50.baseline).push_back(bench::percentile(batch->first_instruction_ms, 0.5));
-      (vmpod_turn ? result.p99.subject : result.p99.baseline).push_back(bench::percentile(batch->first_instruction_ms, 0.99));
+      (vmpod_turn ? result.p50.subject : result.p50.baseline).push_back(vmpod::percentile(batch->first_instruction_ms, 0.5));
+      (vmpod_turn ? result.p99.subject : result.p99.baseline).push_back(vmpod::percentile(batch->first_instruction_ms, 0.99));
     }
   }
   // Each pair's percentiles make the ratios; the figures' values are over
@@ -249,8 +250,8 @@ Status measure_runs(const Options& o, const net::SocketAddress& vmm, uint64_t me
   if (!harness_ms.empty() && !fresh_ms.empty()) {
     std::fprintf(stderr, "stress_bench: first instruction over all runs: vmpod p50 %.0f p99 %.0f ms, fresh_boot "
                          "p50 %.0f p99 %.0f ms\n",
-                 bench::percentile(harness_ms, 0.5), bench::percentile(harness_ms, 0.99),
-                 bench::percentile(fresh_ms, 0.5), bench::percentile(fresh_ms, 0.99));
+                 vmpod::percentile(harness_ms, 0.5), vmpod::percentile(harness_ms, 0.99),
+                 vmpod::percentile(fresh_ms, 0.5), vmpod::percentile(fresh_ms, 0.99));
   }
   return {};
 }

@@ -1,5 +1,5 @@
-// LatencyHistogram buckets and histogram_quantile_us on samples whose
-// answer is worked out by hand.
+// LatencyHistogram buckets, histogram_quantile_us and percentile on
+// samples whose answer is worked out by hand.
 #include <criterion/criterion.h>
 
 #include <cmath>
@@ -111,4 +111,33 @@ Test(histogram, concurrent_records_are_all_counted) {
   auto b = h.snapshot();
   cr_expect_eq(histogram_count(b), 40000u);
   for (int t = 0; t < 4; ++t) cr_expect_eq(b[static_cast<size_t>(t * 3)], 10000u);
+}
+
+Test(histogram, percentile_of_samples_by_nearest_rank) {
+  cr_expect_eq(percentile({}, 0.5), 0.0);
+  cr_expect_eq(percentile({}, 0.99), 0.0);
+  for (double q : {0.0, 0.01, 0.5, 0.99, 1.0}) cr_expect_eq(percentile({7.5}, q), 7.5, "one value, q %g", q);
+
+  std::vector<double> hundred;
+  for (int i = 100; i >= 1; --i) hundred.push_back(i);  // unsorted: 100 .. 1
+  cr_expect_eq(percentile(hundred, 0.5), 50.0);
+  cr_expect_eq(percentile(hundred, 0.99), 99.0);
+  cr_expect_eq(percentile(hundred, 1.0), 100.0);
+  cr_expect_eq(percentile(hundred, 0.0), 1.0);
+  cr_expect_eq(percentile(hundred, 0.001), 1.0);
+  cr_expect_eq(percentile(hundred, 0.011), 2.0, "nearest rank rounds up");
+
+  std::vector<double> thousand;
+  for (int i = 1; i <= 1000; ++i) thousand.push_back(i);
+  cr_expect_eq(percentile(thousand, 0.99), 990.0);
+  cr_expect_eq(percentile(thousand, 0.5), 500.0);
+
+  cr_expect_eq(percentile({1, 2}, 0.5), 1.0);
+  cr_expect_eq(percentile({3, 1, 2}, 0.5), 2.0);
+  cr_expect_eq(percentile({1, 2, 3, 4}, 0.5), 2.0);
+  cr_expect_eq(percentile({1, 2, 3, 4}, 0.99), 4.0);
+  cr_expect_eq(percentile({5, 5, 5}, 0.5), 5.0);
+  // q outside 0..1 is clamped.
+  cr_expect_eq(percentile({1, 2, 3}, -1), 1.0);
+  cr_expect_eq(percentile({1, 2, 3}, 2), 3.0);
 }

@@ -1,6 +1,6 @@
 // What a stress run found: judge_run's order of reasons, verdict names, the
 // JSON report read back field by field, JUnit XML escaping and counts, the
-// summary table and the nearest-rank percentile.
+// summary table.
 #include <criterion/criterion.h>
 
 #include <cstdint>
@@ -479,31 +479,3 @@ Test(report, summary_table_reused_interrupted_and_empty) {
             table.c_str());
 }
 
-Test(report, percentile_edges) {
-  cr_expect_eq(percentile({}, 0.5), 0.0);
-  cr_expect_eq(percentile({}, 0.99), 0.0);
-  for (double q : {0.0, 0.01, 0.5, 0.99, 1.0}) cr_expect_eq(percentile({7.5}, q), 7.5, "one value, q %g", q);
-
-  std::vector<double> hundred;
-  for (int i = 100; i >= 1; --i) hundred.push_back(i);  // unsorted: 100 .. 1
-  cr_expect_eq(percentile(hundred, 0.5), 50.0);
-  cr_expect_eq(percentile(hundred, 0.99), 99.0);
-  cr_expect_eq(percentile(hundred, 1.0), 100.0);
-  cr_expect_eq(percentile(hundred, 0.0), 1.0);
-  cr_expect_eq(percentile(hundred, 0.001), 1.0);
-  cr_expect_eq(percentile(hundred, 0.011), 2.0, "nearest rank rounds up");
-
-  std::vector<double> thousand;
-  for (int i = 1; i <= 1000; ++i) thousand.push_back(i);
-  cr_expect_eq(percentile(thousand, 0.99), 990.0);
-  cr_expect_eq(percentile(thousand, 0.5), 500.0);
-
-  cr_expect_eq(percentile({1, 2}, 0.5), 1.0);
-  cr_expect_eq(percentile({3, 1, 2}, 0.5), 2.0);
-  cr_expect_eq(percentile({1, 2, 3, 4}, 0.5), 2.0);
-  cr_expect_eq(percentile({1, 2, 3, 4}, 0.99), 4.0);
-  cr_expect_eq(percentile({5, 5, 5}, 0.5), 5.0);
-  // q outside 0..1 is clamped.
-  cr_expect_eq(percentile({1, 2, 3}, -1), 1.0);
-  cr_expect_eq(percentile({1, 2, 3}, 2), 3.0);
-}

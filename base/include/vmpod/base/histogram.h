@@ -25,6 +25,9 @@ class LatencyHistogram {
 // interpolated inside the bucket; 0 when there are no samples.
 double histogram_quantile_us(const std::vector<uint64_t>& buckets, double quantile);
 uint64_t histogram_count(const std::vector<uint64_t>& buckets);
+// The value at quantile q (clamped to 0..1) of the samples themselves, by
+// nearest rank; 0 when there are none.
+double percentile(std::vector<double> samples, double q);
 
 // Measures the scope it lives in into a histogram.
 class ScopedLatency {

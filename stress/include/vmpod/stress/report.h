@@ -81,7 +81,5 @@ Result<StressReport> report_from_json(std::string_view text);
 std::string junit_xml(const StressReport& report);
 // A line per failed run, then counts, rate and the timing percentiles.
 std::string summary_table(const StressReport& report);
-// The value at quantile q (0..1) of the values, by nearest rank; 0 if empty.
-double percentile(std::vector<double> values, double q);
 
 }  // namespace vmpod::stress
