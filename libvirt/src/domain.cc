@@ -108,6 +108,16 @@ Result<Domain> parse_domain(std::string_view xml) {
     const xmlNode* source = child(backing, "source");
     domain.file_backed = source != nullptr && attribute(source, "type") == "file";
   }
+  const std::string monitor_chardev = fmt::format("socket,id={},", kVmpodMonitorId);
+  for (const xmlNode* node = root->children; node != nullptr; node = node->next) {
+    if (!named(node, "commandline") || node->ns == nullptr || node->ns->href == nullptr ||
+        std::string_view(reinterpret_cast<const char*>(node->ns->href)) != kQemuNamespace) {
+      continue;
+    }
+    for (const xmlNode* arg = node->children; arg != nullptr; arg = arg->next) {
+      if (named(arg, "arg") && attribute(arg, "value").value_or("").starts_with(monitor_chardev)) domain.vmpod_monitor = true;
+    }
+  }
   for (const xmlNode* node = root->children; node != nullptr; node = node->next) {
     if (!named(node, "seclabel") || attribute(node, "model") != "dac") continue;
     if (const xmlNode* label = child(node, "label")) domain.dac_label = text_of(label);

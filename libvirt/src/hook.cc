@@ -98,8 +98,7 @@ Result<Owner> qemu_owner(const Domain& domain, const std::string& parent) {
 }
 
 // A domain moving in (migrate, below) finds its RAM: pc.ram in its
-// directory over the regions the source handed over, the QEMU user's, and
-// a directory for vmpod's monitor socket that QEMU can make it in.
+// directory over the regions the source handed over, the QEMU user's.
 Status adopt_incoming(const std::string& backing, const Domain& domain, const std::string& dir, const Owner& owner) {
   const std::string stash = handover_path(backing, domain.uuid);
   auto handover = read_file(stash);
@@ -110,16 +109,33 @@ Status adopt_incoming(const std::string& backing, const Domain& domain, const st
   }
   const std::string ram = dir + "/" + std::string(kRamFile);
   if (::chown(ram.c_str(), owner.uid, owner.gid) != 0) return fail_errno("cannot give " + ram + " to the domain's QEMU user", errno);
+  ::unlink(stash.c_str());
+  return {};
+}
+
+// The host's migration directory (migration.h): others may pass through
+// it to their own entries, not list it.
+Status make_migration_dir(const std::string& backing) {
+  std::error_code error;
+  std::filesystem::create_directories(migration_dir(backing), error);
+  if (error) return fail_errno("cannot create " + migration_dir(backing), error.value());
+  if (::chmod(migration_dir(backing).c_str(), 0711) != 0) return fail_errno("cannot chmod " + migration_dir(backing), errno);
+  return {};
+}
+
+// A directory for vmpod's monitor socket that the domain's QEMU can make it in.
+Status make_monitor_dir(const std::string& backing, const Domain& domain, const Owner& owner) {
+  if (domain.uuid.empty()) return fail(ErrorCode::kInvalidArgument, "vmpod's monitor needs the domain's <uuid>");
+  VMPOD_TRY_CTX(make_migration_dir(backing), "domain " + domain.name);
   const std::string monitor = monitor_dir(backing, domain.uuid);
   if (::mkdir(monitor.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("cannot create " + monitor, errno);
   if (::chown(monitor.c_str(), owner.uid, owner.gid) != 0) return fail_errno("cannot give " + monitor + " to QEMU", errno);
-  ::unlink(stash.c_str());
   return {};
 }
 
 Status prepare(const std::string& backing, const Domain& domain) {
   const bool incoming = !domain.uuid.empty() && ::access(handover_path(backing, domain.uuid).c_str(), F_OK) == 0;
-  if (!domain.placement && !incoming) return {};
+  if (!domain.placement && !incoming && !domain.vmpod_monitor) return {};
   if (!domain.file_backed) {
     return fail(ErrorCode::kInvalidArgument,
                 "<vmpod:memory> needs <memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>");
@@ -147,6 +163,7 @@ Status prepare(const std::string& backing, const Domain& domain) {
   } else if (incoming) {
     placed = adopt_incoming(backing, domain, dir, *owner);
   }
+  if (placed && (domain.vmpod_monitor || incoming)) placed = make_monitor_dir(backing, domain, *owner);
   // An adopted pc.ram is not owned yet: its removal leaves the regions.
   if (!placed && made) {
     std::error_code ignored;
@@ -163,10 +180,7 @@ Result<std::string> migrate(const std::string& backing, const Domain& domain, st
   auto incoming = incoming_domain(xml, monitor_socket(backing, domain.uuid));
   if (!incoming) return fail(incoming.error().context("domain " + domain.name));
   if (!incoming->handover) return std::string();
-  std::error_code error;
-  std::filesystem::create_directories(migration_dir(backing), error);
-  if (error) return fail_errno("cannot create " + migration_dir(backing), error.value());
-  ::chmod(migration_dir(backing).c_str(), 0711);
+  VMPOD_TRY_CTX(make_migration_dir(backing), "domain " + domain.name);
   VMPOD_TRY_CTX(write_file_atomically(handover_path(backing, domain.uuid), *incoming->handover, 0600),
                 "domain " + domain.name);
   // The source paused a running guest for the move; the relay here

@@ -8,6 +8,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -15,6 +17,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <vmpod/cpuserver/guest_identity.h>
 #include <vmpod/cpuserver/podfs.h>
 #include <vmpod/cpuserver/podfs_placement.h>
 #include <vmpod/libvirt/domain.h>
@@ -25,9 +28,7 @@ namespace vmpod::libvirt {
 
 namespace {
 
-constexpr std::string_view kQemuNamespace = "http://libvirt.org/schemas/domain/qemu/1.0";
 // vmpod's monitor on QEMU's command line: -chardev socket,id=ID,... -mon chardev=ID,mode=control
-constexpr std::string_view kMonitorId = "vmpod-monitor";
 
 struct DocFree {
   void operator()(xmlDoc* doc) const { xmlFreeDoc(doc); }
@@ -101,8 +102,8 @@ std::string arg_value(const xmlNode* arg) {
 
 // The arguments vmpod put on the command line: each option and its value.
 bool vmpod_monitor_arg(const std::string& value) {
-  return value.starts_with(fmt::format("socket,id={},", kMonitorId)) ||
-         value == fmt::format("chardev={},mode=control", kMonitorId);
+  return value.starts_with(fmt::format("socket,id={},", kVmpodMonitorId)) ||
+         value == fmt::format("chardev={},mode=control", kVmpodMonitorId);
 }
 
 void set_monitor(xmlNode* root, const std::string& monitor_socket) {
@@ -127,8 +128,8 @@ void set_monitor(xmlNode* root, const std::string& monitor_socket) {
     node = next;
   }
   for (const std::string& value : {std::string("-chardev"),
-                                   fmt::format("socket,id={},path={},server=on,wait=off", kMonitorId, monitor_socket),
-                                   std::string("-mon"), fmt::format("chardev={},mode=control", kMonitorId)}) {
+                                   fmt::format("socket,id={},path={},server=on,wait=off", kVmpodMonitorId, monitor_socket),
+                                   std::string("-mon"), fmt::format("chardev={},mode=control", kVmpodMonitorId)}) {
     xmlNode* arg = xmlNewChild(commandline, commandline->ns, xml_text("arg"), nullptr);
     xmlNewProp(arg, xml_text("value"), xml_text(value));
   }
@@ -183,6 +184,39 @@ Result<IncomingDomain> incoming_domain(std::string_view domain_xml, const std::s
   set_monitor(root, monitor_socket);
   incoming.xml = write_domain(doc->get());
   return incoming;
+}
+
+Result<std::string> with_vmpod_monitor(std::string_view domain_xml, const std::string& memory_backing_dir) {
+  auto doc = read_domain(domain_xml);
+  if (!doc) return std::string(domain_xml);
+  xmlNode* root = xmlDocGetRootElement(doc->get());
+  xmlNode* backing = child_named(root, "memoryBacking");
+  xmlNode* source = backing ? child_named(backing, "source") : nullptr;
+  xmlChar* type = source ? xmlGetNoNsProp(source, xml_text("type")) : nullptr;
+  const bool file_backed = type != nullptr && std::string_view(reinterpret_cast<const char*>(type)) == "file";
+  xmlFree(type);
+  if (!file_backed) return std::string(domain_xml);
+  xmlNode* uuid_node = child_named(root, "uuid");
+  if (uuid_node == nullptr) {
+    uuid_node = xmlNewChild(root, nullptr, xml_text("uuid"), xml_text(cpuserver::new_generation_id()));
+  }
+  xmlChar* uuid_text = xmlNodeGetContent(uuid_node);
+  std::string uuid = uuid_text ? reinterpret_cast<const char*>(uuid_text) : "";
+  xmlFree(uuid_text);
+  uuid.erase(std::remove_if(uuid.begin(), uuid.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); }),
+             uuid.end());
+  // libvirt refuses a UUID that is not one, with its own reason.
+  if (uuid.empty() || uuid.find_first_not_of("0123456789abcdefABCDEF-") != std::string::npos) {
+    return std::string(domain_xml);
+  }
+  // The socket's path is in QEMU's -chardev option list.
+  const std::string socket = monitor_socket(memory_backing_dir, uuid);
+  if (socket.find(',') != std::string::npos) {
+    return fail(ErrorCode::kWrongState, "the memory backing directory has a comma, which QEMU's -chardev cannot take: " +
+                                            memory_backing_dir);
+  }
+  set_monitor(root, socket);
+  return write_domain(doc->get());
 }
 
 std::string migration_dir(const std::string& memory_backing_dir) { return memory_backing_dir + ".migration"; }
@@ -252,6 +286,10 @@ Status MigrationHost::on_domain(const std::string& uuid, std::string_view what, 
 }
 
 Status MigrationHost::ignore_shared(const std::string& uuid) const {
+  // vmpod's own monitor if the domain has one (with_vmpod_monitor): libvirt
+  // marks a domain whose monitor a client used as tainted.
+  const std::string socket = monitor_socket(backing_, uuid);
+  if (::access(socket.c_str(), F_OK) == 0) return ignore_shared_at(socket);
   std::string answer;
   Status sent = on_domain(uuid, "x-ignore-shared on", [&](virDomainPtr domain) {
     char* reply = nullptr;
@@ -303,6 +341,16 @@ Status ignore_shared_at(const std::string& qmp_socket) {
 Result<rpc::UriRewriter::FromClient> MigrationRelay::from_client(std::string packet) {
   auto header = rpc::parse_header(packet);
   if (!header) return fail(header.error());
+  auto defined = rpc::edit_domain_xml_call(*header, packet, [&](std::string_view xml) {
+    return with_vmpod_monitor(xml, host_.memory_backing_dir());
+  });
+  if (!defined && defined.error().code() == ErrorCode::kInvalidArgument) return fail(defined.error());
+  if (!defined) {
+    return rpc::UriRewriter::FromClient{
+        rpc::error_reply(*header, rpc::kErrorOperationFailed, rpc::kFromRemote, "vmpod: " + defined.error().message()),
+        true};
+  }
+  if (*defined) return rpc::UriRewriter::FromClient{std::move(**defined)};
   auto call = rpc::migration_call(*header, packet);
   if (!call) return fail(call.error());
   if (!*call) return rpc::UriRewriter::FromClient{std::move(packet)};

@@ -197,6 +197,24 @@ Result<std::string> edit_begin3_xml(std::string_view packet,
   return with_payload(packet, payload);
 }
 
+Result<std::optional<std::string>> edit_domain_xml_call(const Header& header, std::string_view packet,
+                                                        const std::function<Result<std::string>(std::string_view)>& edit) {
+  if (!is_remote_call(header, kProcDomainCreateXml) && !is_remote_call(header, kProcDomainDefineXml) &&
+      !is_remote_call(header, kProcDomainDefineXmlFlags)) {
+    return std::optional<std::string>();
+  }
+  // The XML is the call's first argument (the flags, if any, follow it).
+  XdrReader reader(packet, kLengthBytes + kHeaderBytes);
+  auto xml = reader.string("domain xml");
+  if (!xml) return fail(xml.error());
+  auto edited = edit(*xml);
+  if (!edited) return fail(edited.error());
+  std::string payload;
+  append_string(payload, *edited);
+  payload += packet.substr(reader.position());
+  return std::optional<std::string>(with_payload(packet, payload));
+}
+
 Result<uint32_t> packet_length(std::string_view length_word) {
   if (length_word.size() != kLengthBytes) {
     return fail(ErrorCode::kInvalidArgument, "a length word is 4 bytes");

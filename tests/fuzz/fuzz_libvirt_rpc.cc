@@ -1,8 +1,8 @@
 // Feeds arbitrary bytes, cut into packets by their length words as the
 // relay cuts a socket's stream, to the vmpod:///system relay's packet
 // reader and rewriter in both directions (clients and libvirtd are both
-// untrusted to it), and to the readers of the migration calls it takes
-// part in. Nothing may crash, and every packet it passes on or answers
+// untrusted to it), to the readers of the migration calls it takes part
+// in, and to its edit of the domain XML of define and create calls. Nothing may crash, and every packet it passes on or answers
 // with must parse as a packet again.
 #include <cstddef>
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include <vmpod/libvirt/migration.h>
 #include <vmpod/libvirt/rpc.h>
 
 using namespace vmpod::libvirt;
@@ -41,6 +42,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       return std::string(xml) + "<x/>";
     });
     if (edited) check_packet(*edited);
+    // A define or create call, its XML given vmpod's monitor as the relay does.
+    auto defined = rpc::edit_domain_xml_call(*header, packet, [](std::string_view xml) {
+      return with_vmpod_monitor(xml, "/run/vmpod/libvirt-ram");
+    });
+    if (defined && *defined) check_packet(**defined);
     if (from_client) {
       auto out = rewriter.from_client(packet);
       if (out) check_packet(out->packet);

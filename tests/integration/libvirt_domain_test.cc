@@ -2,11 +2,12 @@
 // LibvirtHost: real virtlogd and libvirtd, podfs mounted by `vmpod libvirt
 // backing` as qemu.conf's memory_backing_dir, vmpod's QEMU hook, domains
 // driven with `virsh -c vmpod:///system` through `vmpod libvirt relay`,
-// which lets libvirtd judge each client as itself. A domain's vmpod element places its RAM on the memory
-// pods it names, the RAM goes away with the domain, a placement that cannot
-// be met stops the start with vmpod's message and leaves nothing, a domain
-// with plain memory never touches podfs, and a lost memory pod fails only
-// the domain on it. `virsh migrate` to a second host (a LibvirtHost in a
+// which lets libvirtd judge each client as itself. A domain's vmpod
+// element places its RAM on the memory pods it names, the relay gives it
+// vmpod's own QMP monitor, the RAM goes away with the domain, a placement
+// that cannot be met stops the start with vmpod's message and leaves
+// nothing, a domain with plain memory never touches podfs, and a lost
+// memory pod fails only the domain on it. `virsh migrate` to a second host (a LibvirtHost in a
 // mount namespace of its own, on the same memory pods) and back moves no
 // RAM and keeps a checksummed workload intact.
 #include <criterion/criterion.h>
@@ -24,7 +25,9 @@
 #include <fmt/format.h>
 
 #include <vmpod/base/file.h>
+#include <vmpod/libvirt/migration.h>
 #include <vmpod/pods/memory_client.h>
+#include <vmpod/qmp/qmp_client.h>
 
 #include "harness.h"
 #include "libvirt_host.h"
@@ -199,6 +202,21 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
                 written.bytes_written - before.bytes_written);
   cr_assert_gt(written.pages_held, before.pages_held);
 
+  // The relay gave the domain vmpod's own QMP monitor when it was defined;
+  // it answers beside libvirt's.
+  cr_assert(virsh(std::string("dumpxml ") + kPodsDomain).find("vmpod-monitor") != std::string::npos,
+            "no vmpod monitor in the domain's XML");
+  std::string uuid = virsh(std::string("domuuid ") + kPodsDomain);
+  uuid.erase(uuid.find_last_not_of(" \n") + 1);
+  const std::string monitor = libvirt::monitor_socket(host()->ram_dir(), uuid);
+  auto vmpod_monitor = qmp::QmpClient::connect({net::SocketAddress::Kind::kUnix, monitor, "", 0}, 10s);
+  cr_assert(vmpod_monitor.has_value(), "vmpod's monitor at %s: %s", monitor.c_str(),
+            vmpod_monitor ? "" : vmpod_monitor.error().to_string().c_str());
+  auto vmpod_status = (*vmpod_monitor)->execute("query-status");
+  cr_assert(vmpod_status.has_value() && (*vmpod_status)["status"] == "running", "%s",
+            vmpod_status ? vmpod_status->dump().c_str() : vmpod_status.error().to_string().c_str());
+  vmpod_monitor->reset();
+
   // libvirt keeps its own monitor: qemu-monitor-command, suspend, resume.
   auto status = virsh(std::string("qemu-monitor-command ") + kPodsDomain + " '{\"execute\":\"query-status\"}'");
   cr_assert(status.find("\"running\"") != std::string::npos, "%s", status.c_str());
@@ -227,8 +245,11 @@ Test(libvirt_domain, ram_in_memory_pods_through_libvirts_qemu_driver, .timeout =
   cr_assert_eq(pod_totals(pods).regions, before.regions, "the refused domain left regions");
   virsh(std::string("undefine ") + kRefusedDomain);
 
-  // A domain with plain memory: libvirt never puts it on podfs.
+  // A domain with plain memory: libvirt never puts it on podfs, and the
+  // relay leaves its XML alone.
   define(kPlainDomain, "");
+  cr_assert(virsh(std::string("dumpxml ") + kPlainDomain).find("vmpod-monitor") == std::string::npos,
+            "a domain with plain memory got vmpod's monitor");
   // A call that passes a file descriptor (libvirt sends it after the
   // packet, as SCM_RIGHTS) reaches libvirtd through the relay.
   virsh(std::string("dom-fd-associate ") + kPlainDomain + " --name vmpod-test --pass-fds 3 3</etc/hostname");

@@ -1,6 +1,7 @@
 // The domain XML of a migration that moves no RAM: the source's relay adds
 // <vmpod:ram>, the destination's hook takes it out and gives QEMU vmpod's
-// monitor; a second move replaces the first's.
+// monitor; a second move replaces the first's. A domain defined with its
+// RAM on podfs gets vmpod's monitor; any other is left alone.
 #include <criterion/criterion.h>
 
 #include <string>
@@ -83,4 +84,49 @@ Test(migration, xml_without_a_handover_is_left_alone_and_bad_ones_are_refused) {
   cr_assert(!comma.has_value(), "a monitor path with a comma would split QEMU's option");
   cr_assert(!with_ram_handover("<domain", kHandover, true).has_value());
   cr_assert(!with_ram_handover("<network/>", kHandover, true).has_value());
+}
+
+Test(migration, a_domain_with_its_ram_on_podfs_gets_vmpods_monitor_once) {
+  const std::string file_backed = std::string(kDomain).replace(
+      std::string(kDomain).find("<devices/>"), 10,
+      "<memoryBacking><source type='file'/><access mode='shared'/></memoryBacking><devices/>");
+  auto defined = with_vmpod_monitor(file_backed, "/run/vmpod/libvirt-ram");
+  cr_assert(defined.has_value(), "%s", defined ? "" : defined.error().to_string().c_str());
+  cr_assert_eq(count(*defined, "path=/run/vmpod/libvirt-ram.migration/8a385a63-8db3-40fd-b937-40dd2c13a674/monitor.sock,"
+                               "server=on,wait=off"),
+               1u, "%s", defined->c_str());
+  auto domain = parse_domain(*defined);
+  cr_assert(domain.has_value(), "%s", domain ? "" : domain.error().to_string().c_str());
+  cr_assert(domain->vmpod_monitor);
+  cr_assert(domain->placement.has_value(), "the user's element stays");
+  // Defined again (virsh edit): still one monitor.
+  auto again = with_vmpod_monitor(*defined, "/run/vmpod/libvirt-ram");
+  cr_assert(again.has_value());
+  cr_assert_eq(count(*again, "chardev=vmpod-monitor,mode=control"), 1u, "%s", again->c_str());
+  cr_assert_eq(count(*again, "<qemu:commandline"), 1u);
+
+  // Without a <uuid> it gets one, and its monitor is named by it.
+  std::string no_uuid = file_backed;
+  no_uuid.erase(no_uuid.find("<uuid>"), std::string("<uuid>8a385a63-8db3-40fd-b937-40dd2c13a674</uuid>").size());
+  auto given = with_vmpod_monitor(no_uuid, "/b");
+  cr_assert(given.has_value());
+  auto named = parse_domain(*given);
+  cr_assert(named.has_value(), "%s", given->c_str());
+  cr_assert_eq(named->uuid.size(), 36u, "%s", given->c_str());
+  cr_assert_eq(count(*given, "path=/b.migration/" + named->uuid + "/monitor.sock,"), 1u, "%s", given->c_str());
+  cr_assert(!with_vmpod_monitor(file_backed, "/a,b").has_value(), "a comma would split QEMU's option");
+}
+
+Test(migration, other_domains_and_xml_libvirt_refuses_pass_unchanged) {
+  for (const char* xml : {kDomain, "<domain", "<network/>",
+                          "<domain><name>x</name><uuid>not/a,uuid</uuid><memoryBacking><source type='file'/>"
+                          "</memoryBacking></domain>",
+                          "<domain><name>x</name><memoryBacking><source type='anonymous'/></memoryBacking></domain>"}) {
+    auto same = with_vmpod_monitor(xml, "/run/vmpod/libvirt-ram");
+    cr_assert(same.has_value(), "%s", xml);
+    cr_assert(*same == xml, "%s became %s", xml, same->c_str());
+  }
+  auto plain = parse_domain(kDomain);
+  cr_assert(plain.has_value());
+  cr_assert(!plain->vmpod_monitor);
 }

@@ -284,3 +284,37 @@ Test(libvirt_rpc, begin3_reply_gets_its_xml_edited_and_finish3_names_its_domain)
   cr_assert(!rpc::finish3_domain(packet(rpc::kProcMigrateFinish3, rpc::MessageType::kReply, 3, rpc::MessageStatus::kOk,
                                         finish.substr(0, 10))).has_value());
 }
+
+Test(libvirt_rpc, define_and_create_calls_get_their_xml_edited) {
+  auto more = [](std::string_view xml) -> Result<std::string> { return std::string(xml) + "<!-- more -->"; };
+  for (int32_t procedure : {rpc::kProcDomainDefineXml, rpc::kProcDomainDefineXmlFlags, rpc::kProcDomainCreateXml}) {
+    std::string args, expected_args;
+    put_string(args, "<domain/>");
+    put_string(expected_args, "<domain/><!-- more -->");
+    if (procedure != rpc::kProcDomainDefineXml) {
+      put_u32(args, 3);  // the flags follow the XML
+      put_u32(expected_args, 3);
+    }
+    std::string call = packet(procedure, rpc::MessageType::kCall, 9, rpc::MessageStatus::kOk, args);
+    auto header = rpc::parse_header(call);
+    cr_assert(header.has_value());
+    auto edited = rpc::edit_domain_xml_call(*header, call, more);
+    cr_assert(edited.has_value(), "%d: %s", procedure, edited ? "" : edited.error().to_string().c_str());
+    cr_assert(edited->has_value(), "procedure %d was not edited", procedure);
+    cr_assert(**edited == packet(procedure, rpc::MessageType::kCall, 9, rpc::MessageStatus::kOk, expected_args),
+              "procedure %d", procedure);
+    std::string truncated = packet(procedure, rpc::MessageType::kCall, 9, rpc::MessageStatus::kOk, args.substr(0, 6));
+    auto bad = rpc::edit_domain_xml_call(*rpc::parse_header(truncated), truncated, more);
+    cr_assert(!bad.has_value() && bad.error().code() == ErrorCode::kInvalidArgument, "procedure %d", procedure);
+  }
+  // Replies, other calls and other programs pass.
+  std::string args;
+  put_string(args, "<domain/>");
+  for (const std::string& other :
+       {packet(rpc::kProcDomainDefineXml, rpc::MessageType::kReply, 9, rpc::MessageStatus::kOk, args),
+        packet(rpc::kProcConnectGetUri, rpc::MessageType::kCall, 9, rpc::MessageStatus::kOk, args),
+        packet(rpc::kProcDomainDefineXml, rpc::MessageType::kCall, 9, rpc::MessageStatus::kOk, args, 0x20008087)}) {
+    auto passed = rpc::edit_domain_xml_call(*rpc::parse_header(other), other, more);
+    cr_assert(passed.has_value() && !passed->has_value());
+  }
+}

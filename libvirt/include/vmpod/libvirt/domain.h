@@ -20,6 +20,10 @@
 namespace vmpod::libvirt {
 
 inline constexpr std::string_view kMetadataNamespace = "https://vmpod.dev/xmlns/libvirt/1";
+// libvirt's namespace for QEMU command-line arguments, and the chardev id
+// of vmpod's own QMP monitor there (migration.h).
+inline constexpr std::string_view kQemuNamespace = "http://libvirt.org/schemas/domain/qemu/1.0";
+inline constexpr std::string_view kVmpodMonitorId = "vmpod-monitor";
 
 struct Domain {
   std::string name;
@@ -32,6 +36,8 @@ struct Domain {
   // A DAC <seclabel> with a <label> ("+UID:+GID" or "USER:GROUP"): the user
   // this domain's QEMU runs as instead of qemu.conf's.
   std::optional<std::string> dac_label;
+  // vmpod's QMP monitor is on its QEMU command line (<qemu:commandline>).
+  bool vmpod_monitor = false;
 };
 
 // kInvalidArgument, with what is wrong, for XML that is not a domain or a

@@ -7,7 +7,8 @@
 // The steps, each where libvirt gives vmpod a hand in (rpc.h names the
 // calls, the relay and the hook do them):
 //   source relay, Begin3 call     x-ignore-shared on the source QEMU (through
-//                                 libvirt's own monitor), dirty pages written back
+//                                 vmpod's monitor, or libvirt's for a domain
+//                                 defined without the relay), dirty pages written back
 //   source relay, Begin3 reply    the RAM file's regions, and whether the guest
 //                                 runs, into the domain XML that goes to the
 //                                 destination (<vmpod:ram>)
@@ -63,6 +64,14 @@ struct IncomingDomain {
 // from an earlier move).
 Result<IncomingDomain> incoming_domain(std::string_view domain_xml, const std::string& monitor_socket);
 
+// A domain whose RAM is a file (on podfs: <memoryBacking><source
+// type='file'/>) with vmpod's own QMP monitor on QEMU's command line, at
+// monitor_socket() for its UUID (one is added if the XML has none), so
+// that libvirt keeps its monitor to itself. The relay gives it to each
+// such domain libvirt defines or creates; any other domain, and XML that
+// libvirt will refuse itself, is unchanged.
+Result<std::string> with_vmpod_monitor(std::string_view domain_xml, const std::string& memory_backing_dir);
+
 // Where a host keeps what moves in with a domain, next to its podfs: the
 // regions waiting for prepare (root's alone), and vmpod's monitor socket.
 std::string migration_dir(const std::string& memory_backing_dir);
@@ -109,7 +118,9 @@ Status ignore_shared_at(const std::string& qmp_socket);
 // steps at the top): it sees every packet, acts where a step needs it and
 // may change the packet; packets of other domains and calls pass as they
 // are. A step that cannot be done fails the call with the reason, which
-// virsh shows, and libvirt then leaves the guest on the source.
+// virsh shows, and libvirt then leaves the guest on the source. It also
+// gives each domain with its RAM on podfs that a client defines or creates
+// vmpod's monitor (with_vmpod_monitor).
 class MigrationRelay {
  public:
   explicit MigrationRelay(const MigrationHost& host) : host_(host) {}

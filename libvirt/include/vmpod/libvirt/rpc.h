@@ -28,6 +28,9 @@ inline constexpr int32_t kProcConnectOpen = 1;      // REMOTE_PROC_CONNECT_OPEN
 inline constexpr int32_t kProcConnectGetUri = 110;  // REMOTE_PROC_CONNECT_GET_URI
 // The steps of a migration (protocol version 3 with typed parameters, what
 // libvirt 9.0's clients use), as migration.h takes part in them.
+inline constexpr int32_t kProcDomainCreateXml = 10;        // REMOTE_PROC_DOMAIN_CREATE_XML
+inline constexpr int32_t kProcDomainDefineXml = 11;        // REMOTE_PROC_DOMAIN_DEFINE_XML
+inline constexpr int32_t kProcDomainDefineXmlFlags = 350;  // REMOTE_PROC_DOMAIN_DEFINE_XML_FLAGS
 inline constexpr int32_t kProcMigrateBegin3 = 302;    // REMOTE_PROC_DOMAIN_MIGRATE_BEGIN3_PARAMS
 inline constexpr int32_t kProcMigratePerform3 = 305;  // ..._PERFORM3_PARAMS
 inline constexpr int32_t kProcMigrateFinish3 = 306;   // ..._FINISH3_PARAMS
@@ -100,6 +103,12 @@ Result<DomainRef> finish3_domain(std::string_view packet);
 // Begin3's reply with its domain XML replaced by edit(XML).
 Result<std::string> edit_begin3_xml(std::string_view packet,
                                     const std::function<Result<std::string>(std::string_view)>& edit);
+
+// A call that defines or creates a domain from XML (kProcDomainCreateXml,
+// kProcDomainDefineXml, kProcDomainDefineXmlFlags) with that XML replaced
+// by edit(XML); nullopt for any other packet.
+Result<std::optional<std::string>> edit_domain_xml_call(const Header& header, std::string_view packet,
+                                                        const std::function<Result<std::string>(std::string_view)>& edit);
 
 // The URI libvirtd opens for a client's: "vmpod:///system" (with any query)
 // is libvirt's QEMU driver, "qemu:///system"; another vmpod URI is an
